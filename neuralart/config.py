@@ -1,0 +1,274 @@
+"""Typed, frozen configuration: the single place where defaults live, with strict validation.
+
+A configuration is built from a nested mapping (defaults < preset < command-line flags,
+merged by ``neuralart.presets``). Unknown keys, wrong types and out-of-range values are
+errors that name the key and, where one exists, suggest the intended one.
+No torch import here: the command line validates before loading the network.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal, Union, get_args, get_origin
+
+from neuralart.errors import NeuralartError
+
+LAYER_NAMES: tuple[str, ...] = (
+    "conv1_1",
+    "conv1_2",
+    "conv2_1",
+    "conv2_2",
+    "conv3_1",
+    "conv3_2",
+    "conv3_3",
+    "conv3_4",
+    "conv4_1",
+    "conv4_2",
+    "conv4_3",
+    "conv4_4",
+    "conv5_1",
+    "conv5_2",
+    "conv5_3",
+    "conv5_4",
+)  # fmt: skip  (the same list as neuralart.vgg.LAYER_NAMES, kept torch-free here)
+
+Weighting = Literal["uniform", "geometric"]
+Pooling = Literal["average", "max"]
+Statistic = Literal["gram"]
+
+
+@dataclass(frozen=True)
+class NetworkConfig:
+    weights: str = "embedded"  # embedded | torchvision | path to a .pth state dict
+    pooling: Pooling = "average"
+    normalize: bool = True  # Gatys' normalised network (mean activation 1 per filter)
+
+
+@dataclass(frozen=True)
+class ContentConfig:
+    layers: tuple[str, ...] = ("conv4_2",)
+    weighting: Weighting = "uniform"
+    weight: float = 1.0
+
+
+@dataclass(frozen=True)
+class StyleConfig:
+    """Which style statistics to match, declaratively.
+
+    ``layers``: the Gram matrix of each listed layer (or ``all``).
+    ``pairs``: cross-layer Grams instead: ``chain`` (the 15 adjacent pairs),
+    ``all-to-LAYER`` (LAYER with every layer), or an explicit list of ``[a, b]`` pairs.
+    """
+
+    statistic: Statistic = "gram"
+    layers: tuple[str, ...] = ("conv1_1", "conv2_1", "conv3_1", "conv4_1", "conv5_1")
+    pairs: str | tuple[tuple[str, str], ...] | None = None
+    shift: float = 0.0
+    blur: bool = False
+    adjacent: bool = False
+    weighting: Weighting = "uniform"
+    weight: float = 100.0
+
+
+@dataclass(frozen=True)
+class OptimizerConfig:
+    iterations: int = 500
+    history: int = 100
+    learning_rate: float = 1.0
+    init: str = "content"  # content | noise | path to an image
+
+
+@dataclass(frozen=True)
+class Config:
+    name: str = "custom"
+    paper_row: str = ""
+    description: str = ""
+    size: int = 512  # long edge of the output, in pixels
+    tv_weight: float = 0.0
+    seed: int | None = None
+    device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
+    network: NetworkConfig = field(default_factory=NetworkConfig)
+    content: ContentConfig = field(default_factory=ContentConfig)
+    style: StyleConfig = field(default_factory=StyleConfig)
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return _plain(dataclasses.asdict(self))
+
+
+def _plain(value: Any) -> Any:
+    """Tuples -> lists, recursively (for YAML/JSON)."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+# ------------------------------------------------------------------------------ building
+
+
+def _type_name(tp: Any) -> str:
+    origin = get_origin(tp)
+    if origin is Literal:
+        return " or ".join(repr(a) for a in get_args(tp))
+    if origin in (Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in get_args(tp))
+    if origin is tuple:
+        return "a list"
+    if tp is type(None):
+        return "null"
+    return {int: "an integer", float: "a number", bool: "true or false", str: "a string"}.get(
+        tp, getattr(tp, "__name__", str(tp))
+    )
+
+
+class _Mismatch(Exception):
+    pass
+
+
+def _convert(value: Any, tp: Any, key: str) -> Any:
+    """Check ``value`` against the annotation ``tp`` and convert lists to tuples."""
+    origin = get_origin(tp)
+    if origin is Literal:
+        if value in get_args(tp):
+            return value
+        raise _Mismatch
+    if origin in (Union, types.UnionType):
+        for option in get_args(tp):
+            try:
+                return _convert(value, option, key)
+            except _Mismatch:
+                continue
+        raise _Mismatch
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise _Mismatch
+        args = get_args(tp)
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_convert(v, args[0], key) for v in value)
+        if len(value) != len(args):
+            raise _Mismatch
+        return tuple(_convert(v, a, key) for v, a in zip(value, args, strict=True))
+    if tp is type(None):
+        if value is None:
+            return None
+        raise _Mismatch
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise _Mismatch
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise _Mismatch
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise _Mismatch
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise _Mismatch
+    raise _Mismatch
+
+
+def _suggest(word: str, options: typing.Iterable[str]) -> str:
+    close = difflib.get_close_matches(word, list(options), n=1, cutoff=0.5)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+def build(cls: type[Any], data: Mapping[str, Any], prefix: str = "") -> Any:
+    """Build the dataclass ``cls`` from a mapping, strictly."""
+    if not isinstance(data, Mapping):
+        where = prefix.rstrip(".") or "the configuration"
+        raise NeuralartError(f"{where} must be a mapping of keys to values")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    kwargs: dict[str, Any] = {}
+    for key, value in data.items():
+        dotted = f"{prefix}{key}"
+        if key not in names:
+            raise NeuralartError(f"unknown key {dotted!r}{_suggest(str(key), names)}")
+        tp = hints[key]
+        if isinstance(tp, type) and dataclasses.is_dataclass(tp):
+            kwargs[key] = build(tp, value if value is not None else {}, f"{dotted}.")
+            continue
+        try:
+            kwargs[key] = _convert(value, tp, dotted)
+        except _Mismatch:
+            raise NeuralartError(f"{dotted} must be {_type_name(tp)}, got {value!r}") from None
+    return cls(**kwargs)
+
+
+def _check_layers(layers: typing.Iterable[str], key: str) -> None:
+    for name in layers:
+        if name not in LAYER_NAMES:
+            raise NeuralartError(f"{key}: unknown layer {name!r}{_suggest(name, LAYER_NAMES)}")
+
+
+def expand_layers(value: tuple[str, ...]) -> tuple[str, ...]:
+    """``["all"]`` -> the 16 layers; otherwise the list itself."""
+    return LAYER_NAMES if tuple(value) == ("all",) else tuple(value)
+
+
+def validate(config: Config) -> Config:
+    """Range and name checks that the types alone do not express."""
+    if config.size <= 0:
+        raise NeuralartError(f"size must be a positive number of pixels, got {config.size}")
+    if config.optimizer.iterations < 0:
+        raise NeuralartError(f"iterations must be 0 or more, got {config.optimizer.iterations}")
+    if config.optimizer.history < 1:
+        raise NeuralartError(
+            f"optimizer.history must be at least 1, got {config.optimizer.history}"
+        )
+    if config.optimizer.learning_rate <= 0:
+        raise NeuralartError("optimizer.learning_rate must be positive")
+    for key, value in (
+        ("content.weight", config.content.weight),
+        ("style.weight", config.style.weight),
+        ("tv_weight", config.tv_weight),
+    ):
+        if value < 0 or value != value or value == float("inf"):
+            raise NeuralartError(f"{key} must be a finite number >= 0, got {value}")
+    if config.seed is not None and not 0 <= config.seed < 2**63:
+        raise NeuralartError(f"seed must be between 0 and 2**63-1, got {config.seed}")
+    content_layers = expand_layers(config.content.layers)
+    if not content_layers and config.content.weight > 0:
+        raise NeuralartError("content.layers is empty; list at least one layer or set weight 0")
+    _check_layers(content_layers, "content.layers")
+    style = config.style
+    if style.pairs is None:
+        _check_layers(expand_layers(style.layers), "style.layers")
+        if not style.layers and style.weight > 0:
+            raise NeuralartError("style.layers is empty; list at least one layer")
+    elif isinstance(style.pairs, str):
+        pattern = style.pairs
+        if pattern != "chain" and not pattern.startswith("all-to-"):
+            raise NeuralartError(
+                f"style.pairs: unknown pattern {pattern!r}; use 'chain', "
+                "'all-to-LAYER' (e.g. all-to-conv4_2) or a list of [layer, layer] pairs"
+            )
+        if pattern.startswith("all-to-"):
+            _check_layers([pattern.removeprefix("all-to-")], "style.pairs")
+    else:
+        if not style.pairs:
+            raise NeuralartError("style.pairs is an empty list")
+        for pair in style.pairs:
+            _check_layers(pair, "style.pairs")
+    if config.device not in ("auto", "cpu", "mps", "cuda") and not (
+        config.device.startswith("cuda:") and config.device[5:].isdigit()
+    ):
+        raise NeuralartError(
+            f"unknown device {config.device!r}; use auto, cpu, cuda, cuda:N or mps"
+        )
+    return config
+
+
+def config_from_dict(data: Mapping[str, Any]) -> Config:
+    return validate(build(Config, data))

@@ -1,0 +1,106 @@
+"""Presets and configuration: validation, suggestions, precedence, provenance."""
+
+from __future__ import annotations
+
+import pytest
+
+from neuralart.config import Config, config_from_dict
+from neuralart.errors import NeuralartError
+from neuralart.presets import bundled_names, merge, preset_text, read_preset, resolve
+
+
+def test_bundled_classic_presets_resolve_to_the_paper_rows():
+    classic, _ = resolve("classic")
+    shifted, _ = resolve("classic-shifted")
+    for config in (classic, shifted):
+        assert config.content.layers == ("conv4_2",)
+        assert config.style.layers == ("conv1_1", "conv2_1", "conv3_1", "conv4_1", "conv5_1")
+        assert config.style.weighting == "uniform"
+        assert config.network.pooling == "average" and config.network.normalize
+        assert config.optimizer.history == 100 and config.optimizer.init == "content"
+    assert classic.style.shift == 0.0 and classic.paper_row == "Classic"
+    assert shifted.style.shift == -1.0 and shifted.paper_row == "Classic Shifted"
+    assert {"classic", "classic-shifted"} <= set(bundled_names())
+
+
+def test_flags_override_preset_and_provenance_says_so():
+    config, provenance = resolve("classic", {"style": {"weight": 7.5}, "size": 64})
+    assert config.style.weight == 7.5 and config.size == 64
+    assert provenance["style.weight"] == "flag"
+    assert provenance["size"] == "flag"
+    assert provenance["style.shift"] == "preset:bundled:classic"
+    assert provenance["optimizer.learning_rate"] == "default"
+
+
+def test_defaults_live_in_the_dataclasses():
+    assert Config().size == 512
+    assert config_from_dict({}).optimizer.iterations == Config().optimizer.iterations
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ({"stlye": {}}, "unknown key 'stlye'; did you mean 'style'"),
+        ({"style": {"wieght": 1}}, "unknown key 'style.wieght'; did you mean 'weight'"),
+        ({"style": {"weight": "heavy"}}, "style.weight must be a number"),
+        ({"size": 12.5}, "size must be an integer"),
+        ({"size": 0}, "size must be a positive"),
+        ({"optimizer": {"iterations": -1}}, "iterations must be 0 or more"),
+        ({"style": {"weight": -1}}, "style.weight must be a finite number >= 0"),
+        ({"content": {"weight": float("nan")}}, "content.weight must be a finite"),
+        ({"style": {"layers": ["conv9_1"]}}, "unknown layer 'conv9_1'"),
+        ({"content": {"layers": ["conv4_22"]}}, "did you mean 'conv4_2'"),
+        ({"style": {"shift": True}}, "style.shift must be a number"),
+        ({"network": {"pooling": "mean"}}, "network.pooling must be 'average' or 'max'"),
+        ({"style": {"pairs": "chains"}}, "unknown pattern 'chains'"),
+        ({"style": {"pairs": [["conv1_1"]]}}, "style.pairs must be"),
+        ({"device": "gpu"}, "unknown device 'gpu'"),
+        ({"network": 3}, "network must be a mapping"),
+    ],
+)
+def test_invalid_configuration_is_one_line_error(data, message):
+    with pytest.raises(NeuralartError, match=message) as info:
+        config_from_dict(data)
+    assert "\n" not in str(info.value)
+
+
+def test_unknown_preset_suggests_the_closest_name():
+    with pytest.raises(NeuralartError, match="unknown preset 'clasic'; did you mean 'classic'"):
+        read_preset("clasic")
+
+
+def test_preset_from_a_yaml_path(tmp_path):
+    path = tmp_path / "mine.yaml"
+    path.write_text("style:\n  weight: 3\n  shift: -1\nsize: 96\n")
+    config, provenance = resolve(str(path))
+    assert config.name == "mine" and config.style.weight == 3 and config.style.shift == -1
+    assert provenance["size"] == f"preset:{path}"
+    assert preset_text(str(path)).startswith("style:")
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("style: [unclosed\n", r"malformed preset .*bad.yaml: line \d+"),
+        ("- just\n- a list\n", "must be a mapping"),
+        ("style:\n  layers: conv1_1\n", "style.layers must be a list"),
+        ("sizes: 3\n", "unknown key 'sizes'; did you mean 'size'"),
+    ],
+)
+def test_bad_preset_files(tmp_path, text, message):
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    with pytest.raises(NeuralartError, match=message):
+        resolve(str(path))
+
+
+def test_missing_preset_file(tmp_path):
+    with pytest.raises(NeuralartError, match="preset file not found"):
+        resolve(str(tmp_path / "nope.yaml"))
+
+
+def test_merge_is_nested():
+    assert merge({"a": {"b": 1, "c": 2}, "d": 1}, {"a": {"b": 5}}) == {
+        "a": {"b": 5, "c": 2},
+        "d": 1,
+    }
