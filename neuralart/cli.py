@@ -1,0 +1,353 @@
+"""The command line: parses, resolves configuration, draws progress, maps errors to exit codes.
+
+The only module that prints. Heavy modules (torch and everything that imports it) are
+imported inside the commands so that ``neuralart --help`` and ``--version`` start fast.
+Exit codes: 0 success, 1 input or configuration error, 2 usage error, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from enum import Enum
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from neuralart import __version__
+from neuralart.errors import NeuralartError
+
+if TYPE_CHECKING:
+    from neuralart.optimize import StepEvent
+
+app = typer.Typer(
+    name="neuralart",
+    help="Repaint a photograph in the style of a painting (VGG-19 feature optimisation).",
+    no_args_is_help=True,
+    add_completion=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+    pretty_exceptions_enable=False,
+)
+presets_app = typer.Typer(
+    help="List and show the bundled presets.",
+    no_args_is_help=True,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+app.add_typer(presets_app, name="presets")
+
+
+class Pooling(str, Enum):
+    average = "average"
+    max = "max"
+
+
+def _err(message: str) -> None:
+    """One line on stderr, red on a terminal."""
+    if sys.stderr.isatty():
+        typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    else:
+        typer.echo(f"error: {message}", err=True)
+
+
+def _warn(message: str) -> None:
+    if sys.stderr.isatty():
+        typer.secho(f"warning: {message}", fg=typer.colors.YELLOW, err=True)
+    else:
+        typer.echo(f"warning: {message}", err=True)
+
+
+@contextmanager
+def _user_errors() -> Iterator[None]:
+    """NeuralartError -> one line and exit 1; Ctrl-C -> exit 130."""
+    try:
+        yield
+    except NeuralartError as exc:
+        _err(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+        raise typer.Exit(1) from None
+    except KeyboardInterrupt:
+        _err("interrupted")
+        raise typer.Exit(130) from None
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"neuralart {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_version, is_eager=True, help="Show the version and exit."
+        ),
+    ] = False,
+) -> None:
+    """Repaint a photograph in the style of a painting (VGG-19 feature optimisation)."""
+
+
+# --------------------------------------------------------------------------- progress
+
+
+class _Progress:
+    """A rich progress bar on a terminal; sparse plain lines otherwise; nothing if quiet."""
+
+    def __init__(self, total: int, quiet: bool) -> None:
+        self.total = total
+        self.quiet = quiet
+        self.tty = sys.stderr.isatty()
+        self.bar: Any = None
+        self.task: Any = None
+        self.last_print = 0.0
+
+    def __enter__(self) -> _Progress:
+        if self.quiet or not self.tty:
+            return self
+        from rich.console import Console
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+
+        self.bar = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("loss {task.fields[loss]}"),
+            TextColumn("{task.fields[rate]} it/s"),
+            TimeElapsedColumn(),
+            TextColumn("ETA"),
+            TimeRemainingColumn(),
+            console=Console(stderr=True),
+            transient=False,
+        )
+        self.bar.__enter__()
+        self.task = self.bar.add_task("optimising", total=self.total, loss="-", rate="-")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.bar is not None:
+            self.bar.__exit__(None, None, None)
+
+    def __call__(self, event: StepEvent) -> None:
+        if self.quiet:
+            return
+        rate = event.iteration / event.elapsed if event.elapsed > 0 else 0.0
+        desc = "optimising" if event.levels == 1 else f"level {event.level}/{event.levels}"
+        if self.bar is not None:
+            self.bar.update(
+                self.task,
+                completed=event.iteration,
+                total=event.iterations,
+                description=desc,
+                loss=f"{event.loss:.4g}",
+                rate=f"{rate:.2f}",
+            )
+            return
+        now = time.monotonic()
+        first_or_last = event.iteration in (1, event.iterations)
+        if first_or_last or now - self.last_print >= 10.0:
+            self.last_print = now
+            eta = (event.iterations - event.iteration) / rate if rate > 0 else 0.0
+            typer.echo(
+                f"{desc}: iteration {event.iteration}/{event.iterations}  "
+                f"loss {event.loss:.4g}  {rate:.2f} it/s  ETA {eta:.0f}s",
+                err=True,
+            )
+
+
+# --------------------------------------------------------------------------- transfer
+
+
+def _overrides(**flags: Any) -> dict[str, Any]:
+    """Command-line flags -> a nested override mapping (only the flags given)."""
+    where = {
+        "size": ("size",),
+        "iterations": ("optimizer", "iterations"),
+        "style_weight": ("style", "weight"),
+        "content_weight": ("content", "weight"),
+        "tv_weight": ("tv_weight",),
+        "init": ("optimizer", "init"),
+        "seed": ("seed",),
+        "device": ("device",),
+        "weights": ("network", "weights"),
+        "pooling": ("network", "pooling"),
+        "normalize": ("network", "normalize"),
+    }
+    out: dict[str, Any] = {}
+    for name, value in flags.items():
+        if value is None:
+            continue
+        if isinstance(value, Enum):
+            value = value.value
+        *parents, leaf = where[name]
+        node = out
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = value
+    return out
+
+
+def _default_output(content: Path, styles: list[Path], preset: str) -> Path:
+    tag = Path(preset).stem if preset.endswith((".yaml", ".yml")) else preset
+    style_part = "+".join(s.stem for s in styles)
+    return Path(f"{content.stem}_{style_part}_{tag}.png")
+
+
+@app.command()
+def transfer(
+    content: Annotated[Path, typer.Argument(help="The photograph to repaint.")],
+    style: Annotated[list[Path], typer.Argument(help="The painting (style image).")],
+    preset: Annotated[
+        str, typer.Option("--preset", "-p", help="Bundled preset name or a YAML file.")
+    ] = "classic",
+    output: Annotated[
+        Path | None,
+        typer.Option("--output", "-o", help="Output file (PNG by default; format by suffix)."),
+    ] = None,
+    size: Annotated[
+        int | None, typer.Option(help="Long edge of the output in pixels [default: 512].")
+    ] = None,
+    iterations: Annotated[
+        int | None, typer.Option("--iterations", "-n", help="L-BFGS iterations.")
+    ] = None,
+    style_weight: Annotated[float | None, typer.Option(help="Weight of the style loss.")] = None,
+    content_weight: Annotated[
+        float | None, typer.Option(help="Weight of the content loss.")
+    ] = None,
+    tv_weight: Annotated[float | None, typer.Option(help="Weight of total variation.")] = None,
+    init: Annotated[
+        str | None, typer.Option(help="Start from 'content', 'noise' or an image file.")
+    ] = None,
+    seed: Annotated[int | None, typer.Option(help="Random seed (recorded in the output).")] = None,
+    device: Annotated[
+        str | None, typer.Option(help="auto (cuda, then mps, then cpu), cpu, cuda[:N] or mps.")
+    ] = None,
+    weights: Annotated[
+        str | None, typer.Option(help="VGG-19 weights: embedded, torchvision, or a .pth file.")
+    ] = None,
+    pooling: Annotated[Pooling | None, typer.Option(help="Pooling between blocks.")] = None,
+    normalize: Annotated[
+        bool | None,
+        typer.Option(
+            "--normalize/--no-normalize", help="Use Gatys' normalised network.", show_default=False
+        ),
+    ] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but errors.")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print one JSON summary line on stdout.")
+    ] = False,
+) -> None:
+    """Repaint CONTENT in the style of STYLE."""
+    with _user_errors():
+        from neuralart.images import check_output_path, save_image
+        from neuralart.presets import resolve
+
+        config, provenance = resolve(
+            preset,
+            _overrides(
+                size=size,
+                iterations=iterations,
+                style_weight=style_weight,
+                content_weight=content_weight,
+                tv_weight=tv_weight,
+                init=init,
+                seed=seed,
+                device=device,
+                weights=weights,
+                pooling=pooling,
+                normalize=normalize,
+            ),
+        )
+        for path, role in [(content, "content image"), *((s, "style image") for s in style)]:
+            if not path.exists():
+                raise NeuralartError(f"{role} not found: {path}")
+        out_path = output if output is not None else _default_output(content, style, preset)
+        check_output_path(out_path)
+
+        from neuralart.transfer import pick_device
+        from neuralart.transfer import transfer as run_transfer
+
+        dev = pick_device(config.device)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            with _Progress(config.optimizer.iterations, quiet or as_json) as progress:
+                result = run_transfer(content, style, config, device=dev, callback=progress)
+        if not quiet:
+            for w in caught:
+                if w.category.__module__.startswith("neuralart"):
+                    _warn(str(w.message))
+        if "stopped" in result.record and not quiet:
+            _warn(result.record["stopped"])
+        metadata = {
+            "neuralart": __version__,
+            "content": str(content),
+            "style": [str(s) for s in style],
+            "preset": preset,
+            "seed": result.seed,
+            "config": {**config.to_dict(), "seed": result.seed},
+            "provenance": provenance,
+            "record": result.record,
+        }
+        written = save_image(result.image, out_path, metadata=metadata)
+        if as_json:
+            summary = {
+                "output": str(written),
+                "preset": config.name,
+                "seed": result.seed,
+                "seconds": result.record["seconds"],
+                "iterations": result.record["iterations"],
+                "final_losses": result.record["final_losses"],
+            }
+            typer.echo(json.dumps(summary))
+        elif not quiet:
+            seconds = result.record["seconds"]
+            typer.echo(f"wrote {written} ({seconds:.1f} s, device {result.record['device']})")
+
+
+# ---------------------------------------------------------------------------- presets
+
+
+@presets_app.command("list")
+def presets_list() -> None:
+    """The bundled presets: name, the paper's Table 2 row, what it does."""
+    with _user_errors():
+        from rich.console import Console
+        from rich.table import Table
+
+        from neuralart.presets import list_presets
+
+        table = Table(title="neuralart presets")
+        table.add_column("name", style="bold")
+        table.add_column("paper row")
+        table.add_column("description")
+        for info in list_presets():
+            name = f"{info.name} (experimental)" if info.experimental else info.name
+            table.add_row(name, info.paper_row, info.description)
+        Console().print(table)
+
+
+@presets_app.command("show")
+def presets_show(
+    name: Annotated[str, typer.Argument(help="Preset name or YAML file.")],
+) -> None:
+    """Print a preset's YAML."""
+    with _user_errors():
+        from neuralart.presets import preset_text
+
+        typer.echo(preset_text(name), nl=False)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()
