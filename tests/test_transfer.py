@@ -56,7 +56,7 @@ def test_init_from_file_and_random_seed_is_recorded(network, content_path, style
 
 def test_missing_init_file_is_a_user_error(network, content_path, style_path, tmp_path):
     config, _ = resolve("classic", {"size": 40, "optimizer": {"init": str(tmp_path / "x.png")}})
-    with pytest.raises(NeuralartError, match="x.png"):
+    with pytest.raises(NeuralartError, match=r"x\.png"):
         transfer(content_path, [style_path], config, network=network)
 
 

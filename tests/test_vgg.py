@@ -183,7 +183,7 @@ def test_bad_weight_files_are_one_line_errors(tmp_path, content):
         torch.save({"something.weight": torch.zeros(3)}, path)
     else:
         path.write_bytes(content)
-    with pytest.raises(NeuralartError, match="bad.pth"):
+    with pytest.raises(NeuralartError, match=r"bad\.pth"):
         load_vgg19(str(path))
     with pytest.raises(NeuralartError, match="not found"):
         load_vgg19(str(tmp_path / "missing.pth"))
