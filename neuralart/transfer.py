@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import secrets
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -123,6 +123,7 @@ def transfer(
         iterations=config.optimizer.iterations,
         history=config.optimizer.history,
         learning_rate=config.optimizer.learning_rate,
+        first_step=conv.pixel_scale() / 255.0,  # one grey level
         callback=callback,
     )
     image = tensor_to_image(conv.from_network(result.image))
@@ -131,6 +132,7 @@ def transfer(
         "weights": network.source,
         "size": [image.width, image.height],
         "iterations": result.iterations,
+        "best_iteration": result.best_iteration,
         "seconds": round(time.perf_counter() - started, 3),
         "setup_seconds": round(setup, 3),
         "initial_losses": result.initial,
@@ -139,3 +141,47 @@ def transfer(
     if result.stopped:
         record["stopped"] = result.stopped
     return TransferResult(image=image, config=config, seed=seed, record=record)
+
+
+class NetworkCache:
+    """One network per distinct (weights, pooling, normalize), loaded on first use."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self._networks: dict[tuple[str, str, bool], VGG19Features] = {}
+
+    def get(self, config: Config) -> VGG19Features:
+        net = config.network
+        key = (net.weights, net.pooling, net.normalize)
+        if key not in self._networks:
+            self._networks[key] = load_network(config, self.device)
+        return self._networks[key]
+
+
+def compare(
+    content_path: str | os.PathLike[str],
+    style_paths: Sequence[str | os.PathLike[str]],
+    configs: Sequence[Config],
+    *,
+    device: torch.device,
+    on_start: Callable[[int, Config], None] | None = None,
+    callback: Callback | None = None,
+) -> list[TransferResult]:
+    """Run each configuration on the same inputs, sharing networks between them."""
+    cache = NetworkCache(device)
+    results = []
+    for index, config in enumerate(configs):
+        if on_start is not None:
+            on_start(index, config)
+        network = cache.get(config)
+        results.append(
+            transfer(
+                content_path,
+                style_paths,
+                config,
+                network=network,
+                device=device,
+                callback=callback,
+            )
+        )
+    return results

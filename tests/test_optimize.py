@@ -1,0 +1,85 @@
+"""The L-BFGS loop on problems with known answers."""
+
+from __future__ import annotations
+
+import torch
+
+from neuralart.optimize import LBFGS, run_lbfgs
+
+
+class _Quadratic:
+    """f(x) = ½ (x − c)ᵀ A (x − c) with a known minimum, shaped like an objective."""
+
+    def __init__(self, n: int = 12, seed: int = 0) -> None:
+        g = torch.Generator().manual_seed(seed)
+        q, _ = torch.linalg.qr(torch.randn(n, n, generator=g, dtype=torch.float64))
+        self.a = q @ torch.diag(torch.linspace(0.5, 20.0, n, dtype=torch.float64)) @ q.T
+        self.c = torch.randn(n, generator=g, dtype=torch.float64)
+
+    def terms(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        d = x.reshape(-1) - self.c
+        return {"style": 0.5 * d @ self.a @ d}
+
+    def total(self, terms: dict[str, torch.Tensor]) -> torch.Tensor:
+        return terms["style"]
+
+
+def test_lbfgs_finds_the_minimum_of_a_quadratic():
+    problem = _Quadratic()
+    x0 = torch.zeros(1, 3, 2, 2, dtype=torch.float64)
+    result = run_lbfgs(problem, x0, iterations=60, history=20, first_step=0.1)  # type: ignore[arg-type]
+    torch.testing.assert_close(result.image.reshape(-1), problem.c, atol=1e-6, rtol=0)
+    assert result.final["total"] < 1e-10
+    assert result.iterations == 60 and result.history[0] > result.history[-1]
+
+
+def test_first_step_is_a_gradient_step_of_the_given_size():
+    opt = LBFGS(history=5, learning_rate=1.0, first_step=2.0)
+    x = torch.zeros(4)
+    g = torch.tensor([1.0, -4.0, 2.0, 0.0])
+    new = opt.step(x, g)
+    torch.testing.assert_close(new, torch.tensor([-0.5, 2.0, -1.0, 0.0]))
+
+
+def test_history_is_bounded_and_bad_pairs_are_skipped():
+    opt = LBFGS(history=3, learning_rate=1.0, first_step=1.0)
+    x = torch.zeros(2)
+    for k in range(6):
+        x = opt.step(x, x - torch.tensor([1.0, 2.0]) * (k + 1))
+    assert len(opt.pairs) <= 3
+    opt2 = LBFGS(history=3, learning_rate=1.0, first_step=1.0)
+    opt2.step(torch.zeros(2), torch.ones(2))
+    opt2.step(torch.ones(2), torch.ones(2) * 2)  # yᵀs = 2 > 0: kept
+    opt2.step(torch.zeros(2), torch.ones(2) * 3)  # yᵀs = -2 < 0: skipped
+    assert len(opt2.pairs) == 1
+
+
+def test_the_returned_picture_is_the_best_one_evaluated():
+    problem = _Quadratic(seed=1)
+    x0 = torch.zeros(1, 3, 2, 2, dtype=torch.float64)
+    # A learning rate far too large makes plain iterates overshoot and grow.
+    result = run_lbfgs(problem, x0, iterations=8, first_step=50.0, learning_rate=3.0)  # type: ignore[arg-type]
+    assert result.final["total"] == min([*result.history, result.final["total"]])
+    assert result.final["total"] <= result.history[0]
+    got = float(problem.total(problem.terms(result.image)))
+    assert abs(got - result.final["total"]) <= 1e-9 * max(1.0, got)
+
+
+def test_a_non_finite_loss_stops_and_keeps_a_finite_picture():
+    class Explodes(_Quadratic):
+        calls = 0
+
+        def terms(self, x):
+            self.calls += 1
+            out = super().terms(x)
+            if self.calls >= 4:
+                out["style"] = out["style"] * float("nan")
+            return out
+
+    problem = Explodes()
+    x0 = torch.zeros(1, 3, 2, 2, dtype=torch.float64)
+    result = run_lbfgs(problem, x0, iterations=10, first_step=0.1)  # type: ignore[arg-type]
+    assert result.stopped is not None and "nan" in result.stopped
+    assert result.iterations == 3
+    assert torch.isfinite(result.image).all()
+    assert result.final["total"] == min(result.history)
