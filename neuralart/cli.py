@@ -23,7 +23,9 @@ from neuralart import __version__
 from neuralart.errors import NeuralartError
 
 if TYPE_CHECKING:
+    from neuralart.config import Config
     from neuralart.optimize import StepEvent
+    from neuralart.transfer import TransferResult
 
 app = typer.Typer(
     name="neuralart",
@@ -96,14 +98,17 @@ def _root(
 
 
 class _Progress:
-    """A rich progress bar on a terminal; sparse plain lines otherwise; nothing if quiet."""
+    """A rich progress bar on a terminal; sparse plain lines otherwise; nothing if quiet.
 
-    def __init__(self, total: int, quiet: bool) -> None:
-        self.total = total
+    ``begin`` starts a new bar (one per run); the instance is the optimiser's callback.
+    """
+
+    def __init__(self, quiet: bool) -> None:
         self.quiet = quiet
         self.tty = sys.stderr.isatty()
         self.bar: Any = None
         self.task: Any = None
+        self.label = "optimising"
         self.last_print = 0.0
 
     def __enter__(self) -> _Progress:
@@ -129,21 +134,27 @@ class _Progress:
             TextColumn("ETA"),
             TimeRemainingColumn(),
             console=Console(stderr=True),
-            transient=False,
         )
         self.bar.__enter__()
-        self.task = self.bar.add_task("optimising", total=self.total, loss="-", rate="-")
         return self
 
     def __exit__(self, *exc: object) -> None:
         if self.bar is not None:
             self.bar.__exit__(None, None, None)
 
+    def begin(self, label: str, total: int) -> None:
+        self.label = label
+        self.last_print = 0.0
+        if self.bar is not None:
+            self.task = self.bar.add_task(label, total=total, loss="-", rate="-")
+
     def __call__(self, event: StepEvent) -> None:
         if self.quiet:
             return
         rate = event.iteration / event.elapsed if event.elapsed > 0 else 0.0
-        desc = "optimising" if event.levels == 1 else f"level {event.level}/{event.levels}"
+        desc = (
+            self.label if event.levels == 1 else f"{self.label} level {event.level}/{event.levels}"
+        )
         if self.bar is not None:
             self.bar.update(
                 self.task,
@@ -269,9 +280,7 @@ def transfer(
                 normalize=normalize,
             ),
         )
-        for path, role in [(content, "content image"), *((s, "style image") for s in style)]:
-            if not path.exists():
-                raise NeuralartError(f"{role} not found: {path}")
+        _check_inputs(content, style)
         out_path = output if output is not None else _default_output(content, style, preset)
         check_output_path(out_path)
 
@@ -279,14 +288,9 @@ def transfer(
         from neuralart.transfer import transfer as run_transfer
 
         dev = pick_device(config.device)
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            with _Progress(config.optimizer.iterations, quiet or as_json) as progress:
-                result = run_transfer(content, style, config, device=dev, callback=progress)
-        if not quiet:
-            for w in caught:
-                if w.category.__module__.startswith("neuralart"):
-                    _warn(str(w.message))
+        with _reported_warnings(quiet), _Progress(quiet or as_json) as progress:
+            progress.begin("optimising", config.optimizer.iterations)
+            result = run_transfer(content, style, config, device=dev, callback=progress)
         if "stopped" in result.record and not quiet:
             _warn(result.record["stopped"])
         metadata = {
@@ -294,25 +298,147 @@ def transfer(
             "content": str(content),
             "style": [str(s) for s in style],
             "preset": preset,
-            "seed": result.seed,
-            "config": {**config.to_dict(), "seed": result.seed},
-            "provenance": provenance,
-            "record": result.record,
+            **_run_metadata(result, provenance),
         }
         written = save_image(result.image, out_path, metadata=metadata)
         if as_json:
-            summary = {
-                "output": str(written),
-                "preset": config.name,
-                "seed": result.seed,
-                "seconds": result.record["seconds"],
-                "iterations": result.record["iterations"],
-                "final_losses": result.record["final_losses"],
-            }
-            typer.echo(json.dumps(summary))
+            typer.echo(json.dumps(_summary(written, config.name, result)))
         elif not quiet:
             seconds = result.record["seconds"]
             typer.echo(f"wrote {written} ({seconds:.1f} s, device {result.record['device']})")
+
+
+def _check_inputs(content: Path, styles: list[Path]) -> None:
+    for path, role in [(content, "content image"), *((s, "style image") for s in styles)]:
+        if not path.exists():
+            raise NeuralartError(f"{role} not found: {path}")
+
+
+@contextmanager
+def _reported_warnings(quiet: bool) -> Iterator[None]:
+    """Collect the tool's warnings while the block runs; print each once afterwards."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            yield
+        finally:
+            if not quiet:
+                seen: set[str] = set()
+                for w in caught:
+                    text = str(w.message)
+                    if w.category.__module__.startswith("neuralart") and text not in seen:
+                        seen.add(text)
+                        _warn(text)
+
+
+def _run_metadata(result: TransferResult, provenance: dict[str, str]) -> dict[str, Any]:
+    return {
+        "seed": result.seed,
+        "config": {**result.config.to_dict(), "seed": result.seed},
+        "provenance": provenance,
+        "record": result.record,
+    }
+
+
+def _summary(written: Path, preset: str, result: TransferResult) -> dict[str, Any]:
+    return {
+        "output": str(written),
+        "preset": preset,
+        "seed": result.seed,
+        "seconds": result.record["seconds"],
+        "iterations": result.record["iterations"],
+        "final_losses": result.record["final_losses"],
+    }
+
+
+@app.command()
+def compare(
+    content: Annotated[Path, typer.Argument(help="The photograph to repaint.")],
+    style: Annotated[list[Path], typer.Argument(help="The painting (style image).")],
+    presets: Annotated[
+        str | None,
+        typer.Option(
+            "--presets",
+            help="Comma-separated preset names or YAML files [default: every bundled "
+            "non-experimental preset].",
+        ),
+    ] = None,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="The contact sheet (PNG by default).")
+    ] = None,
+    size: Annotated[
+        int | None, typer.Option(help="Long edge of each picture [default: the presets'].")
+    ] = None,
+    iterations: Annotated[
+        int | None, typer.Option("--iterations", "-n", help="L-BFGS iterations for every preset.")
+    ] = None,
+    seed: Annotated[int | None, typer.Option(help="Random seed for every preset.")] = None,
+    device: Annotated[
+        str | None, typer.Option(help="auto (cuda, then mps, then cpu), cpu, cuda[:N] or mps.")
+    ] = None,
+    columns: Annotated[int, typer.Option(min=1, help="Pictures per row of the sheet.")] = 4,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but errors.")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print one JSON line per preset on stdout.")
+    ] = False,
+) -> None:
+    """Run several presets on the same pair and write one labelled contact sheet."""
+    with _user_errors():
+        from neuralart.images import check_output_path, load_image, resize_long_edge, save_image
+        from neuralart.presets import list_presets, resolve
+
+        if presets is None:
+            names = [info.name for info in list_presets() if not info.experimental]
+        else:
+            names = [name.strip() for name in presets.split(",") if name.strip()]
+            if not names:
+                raise NeuralartError("--presets names no preset")
+        overrides = _overrides(size=size, iterations=iterations, seed=seed, device=device)
+        resolved = [resolve(name, overrides) for name in names]  # every preset checked first
+        _check_inputs(content, style)
+        out_path = output if output is not None else _default_output(content, style, "compare")
+        check_output_path(out_path)
+
+        from neuralart.transfer import compare as run_compare
+        from neuralart.transfer import pick_device
+
+        configs = [config for config, _ in resolved]
+        dev = pick_device(configs[0].device)
+
+        with _reported_warnings(quiet), _Progress(quiet or as_json) as progress:
+
+            def on_start(index: int, config: Config) -> None:
+                label = f"{names[index]} ({index + 1}/{len(names)})"
+                progress.begin(label, config.optimizer.iterations)
+
+            results = run_compare(
+                content, style, configs, device=dev, on_start=on_start, callback=progress
+            )
+            long_edge = max(max(r.image.size) for r in results)
+            cells = [("content", resize_long_edge(load_image(content), long_edge))]
+            cells += [
+                (f"style: {s.stem}", resize_long_edge(load_image(s), long_edge)) for s in style
+            ]
+        from neuralart.sheet import contact_sheet
+
+        cells += [(name, r.image) for name, r in zip(names, results, strict=True)]
+        sheet = contact_sheet(cells, columns=columns)
+        metadata = {
+            "neuralart": __version__,
+            "content": str(content),
+            "style": [str(s) for s in style],
+            "presets": {
+                name: _run_metadata(result, provenance)
+                for name, result, (_, provenance) in zip(names, results, resolved, strict=True)
+            },
+        }
+        written = save_image(sheet, out_path, metadata=metadata)
+        if as_json:
+            for name, result in zip(names, results, strict=True):
+                typer.echo(json.dumps({**_summary(written, name, result), "sheet": str(written)}))
+        elif not quiet:
+            total = sum(r.record["seconds"] for r in results)
+            typer.echo(f"wrote {written} ({len(results)} presets, {total:.1f} s)")
 
 
 # ---------------------------------------------------------------------------- presets

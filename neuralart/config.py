@@ -51,7 +51,7 @@ class NetworkConfig:
 
 @dataclass(frozen=True)
 class ContentConfig:
-    layers: tuple[str, ...] = ("conv4_2",)
+    layers: tuple[str, ...] | Literal["all"] = ("conv4_2",)
     weighting: Weighting = "uniform"
     weight: float = 1.0
 
@@ -66,7 +66,13 @@ class StyleConfig:
     """
 
     statistic: Statistic = "gram"
-    layers: tuple[str, ...] = ("conv1_1", "conv2_1", "conv3_1", "conv4_1", "conv5_1")
+    layers: tuple[str, ...] | Literal["all"] = (
+        "conv1_1",
+        "conv2_1",
+        "conv3_1",
+        "conv4_1",
+        "conv5_1",
+    )
     pairs: str | tuple[tuple[str, str], ...] | None = None
     shift: float = 0.0
     blur: bool = False
@@ -212,9 +218,11 @@ def _check_layers(layers: typing.Iterable[str], key: str) -> None:
             raise NeuralartError(f"{key}: unknown layer {name!r}{_suggest(name, LAYER_NAMES)}")
 
 
-def expand_layers(value: tuple[str, ...]) -> tuple[str, ...]:
-    """``["all"]`` -> the 16 layers; otherwise the list itself."""
-    return LAYER_NAMES if tuple(value) == ("all",) else tuple(value)
+def expand_layers(value: tuple[str, ...] | str) -> tuple[str, ...]:
+    """``all`` (or ``[all]``) -> the 16 layers; otherwise the list itself."""
+    if value == "all" or tuple(value) == ("all",):
+        return LAYER_NAMES
+    return tuple(value)
 
 
 def validate(config: Config) -> Config:

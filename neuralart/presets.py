@@ -18,6 +18,19 @@ from neuralart.config import Config, config_from_dict
 from neuralart.errors import NeuralartError
 
 DEFAULT_PRESET = "classic"
+# The rows of the paper's Table 2, in its order: listings and comparisons follow it.
+TABLE2_ORDER = (
+    "classic",
+    "classic-shifted",
+    "classic-dense",
+    "all-to-content",
+    "chain",
+    "chain-uniform",
+    "chain-unshifted",
+    "chain-blurred",
+    "chain-extended",
+    "cnn-mrf",
+)
 _PACKAGE = "neuralart.bundled_presets"
 
 
@@ -41,7 +54,12 @@ def _bundled_files() -> dict[str, Any]:
             for sub in entry.iterdir():
                 if sub.name.endswith(".yaml"):
                     found[sub.name.removesuffix(".yaml")] = sub
-    return dict(sorted(found.items()))
+
+    def order(name: str) -> tuple[int, str]:
+        rank = TABLE2_ORDER.index(name) if name in TABLE2_ORDER else len(TABLE2_ORDER)
+        return (rank, name)
+
+    return {name: found[name] for name in sorted(found, key=order)}
 
 
 def bundled_names() -> list[str]:

@@ -1,0 +1,193 @@
+"""The command line, through Typer's CliRunner and as a real subprocess."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from typer.testing import CliRunner
+
+from neuralart.cli import app
+from neuralart.images import read_metadata
+
+runner = CliRunner()
+
+
+def _error_line(result) -> str:
+    """The run's stderr must be exactly one 'error: ...' line, with no traceback."""
+    text = result.stderr.strip()
+    assert "Traceback" not in result.output + result.stderr
+    assert len(text.splitlines()) == 1, text
+    assert text.startswith("error: ")
+    return text
+
+
+def test_help_and_version():
+    result = runner.invoke(app, ["--help"])
+    assert result.exit_code == 0 and "transfer" in result.stdout and "presets" in result.stdout
+    result = runner.invoke(app, ["--version"])
+    assert result.exit_code == 0 and result.stdout.startswith("neuralart ")
+    result = runner.invoke(app, ["transfer", "-h"])
+    assert result.exit_code == 0 and "--style-weight" in result.stdout
+
+
+def test_presets_list_and_show():
+    result = runner.invoke(app, ["presets", "list"])
+    assert result.exit_code == 0
+    assert "classic-shifted" in result.stdout and "Classic Shifted" in result.stdout
+    result = runner.invoke(app, ["presets", "show", "classic-shifted"])
+    assert result.exit_code == 0 and "shift: -1" in result.stdout
+    result = runner.invoke(app, ["presets", "show", "clasic"])
+    assert result.exit_code == 1 and "did you mean 'classic'" in _error_line(result)
+
+
+def test_missing_input_is_exit_1_with_one_line(tmp_path, style_path):
+    result = runner.invoke(app, ["transfer", str(tmp_path / "nope.jpg"), str(style_path)])
+    assert result.exit_code == 1
+    assert "content image not found" in _error_line(result)
+
+
+def test_unknown_preset_is_exit_1(content_path, style_path):
+    result = runner.invoke(app, ["transfer", str(content_path), str(style_path), "-p", "chian"])
+    assert result.exit_code == 1 and "unknown preset 'chian'" in _error_line(result)
+
+
+def test_malformed_preset_file_is_exit_1(tmp_path, content_path, style_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("style: {weight: [1, 2\n")
+    result = runner.invoke(app, ["transfer", str(content_path), str(style_path), "-p", str(bad)])
+    assert result.exit_code == 1 and "malformed preset" in _error_line(result)
+
+
+def test_bad_values_and_output_are_exit_1(tmp_path, content_path, style_path):
+    args = ["transfer", str(content_path), str(style_path)]
+    result = runner.invoke(app, [*args, "--size", "0"])
+    assert result.exit_code == 1 and "size must be a positive" in _error_line(result)
+    result = runner.invoke(app, [*args, "-o", str(tmp_path / "out.xyz")])
+    assert result.exit_code == 1 and ".xyz" in _error_line(result)
+    assert not (tmp_path / "out.xyz").exists()
+
+
+def test_usage_errors_are_exit_2(content_path, style_path):
+    assert runner.invoke(app, ["transfer", str(content_path)]).exit_code == 2
+    result = runner.invoke(
+        app, ["transfer", str(content_path), str(style_path), "--pooling", "mean"]
+    )
+    assert result.exit_code == 2
+
+
+def test_transfer_writes_png_with_resolved_config(tmp_path, content_path, style_path):
+    out = tmp_path / "result.png"
+    args = ["transfer", str(content_path), str(style_path), "-p", "classic-shifted"]
+    args += ["--size", "48", "-n", "3", "--style-weight", "50", "--seed", "5", "-o", str(out)]
+    result = runner.invoke(app, [*args, "--json"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert summary["output"] == str(out) and summary["seed"] == 5 and summary["iterations"] == 3
+    meta = read_metadata(out)
+    assert meta is not None
+    assert meta["config"]["style"]["shift"] == -1.0
+    assert (
+        meta["config"]["style"]["weight"] == 50.0 and meta["provenance"]["style.weight"] == "flag"
+    )
+    assert meta["config"]["seed"] == 5 and meta["preset"] == "classic-shifted"
+
+
+def test_default_output_name(tmp_path, content_path, style_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = runner.invoke(
+        app, ["transfer", str(content_path), str(style_path), "--size", "32", "-n", "1", "-q"]
+    )
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "chelsea_starry_night_classic.png").is_file()
+    assert result.stdout == ""
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    env.pop("COLUMNS", None)
+    return env
+
+
+def test_real_subprocess_run(tmp_path, content_path, style_path):
+    out = tmp_path / "sub.png"
+    cmd = [sys.executable, "-m", "neuralart", "transfer", str(content_path), str(style_path)]
+    cmd += ["--size", "40", "-n", "2", "--seed", "1", "-o", str(out)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=_env())
+    assert proc.returncode == 0, proc.stderr
+    assert "wrote" in proc.stdout and out.is_file()
+    assert "iteration 2/2" in proc.stderr  # plain progress lines when not a terminal
+    assert read_metadata(out)["seed"] == 1
+
+    missing = subprocess.run(
+        [sys.executable, "-m", "neuralart", "transfer", str(tmp_path / "no.jpg"), str(style_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=_env(),
+    )
+    assert missing.returncode == 1
+    assert missing.stderr.strip().count("\n") == 0 and "Traceback" not in missing.stderr
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["--version"], ["transfer", "--help"]])
+def test_help_does_not_import_torch(argv):
+    code = (
+        "import sys\n"
+        f"sys.argv = ['neuralart', *{argv!r}]\n"
+        "from neuralart.cli import main\n"
+        "try:\n    main()\nexcept SystemExit:\n    pass\n"
+        "print('TORCH' if 'torch' in sys.modules else 'NO-TORCH')\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.stdout.strip().endswith("NO-TORCH"), proc.stdout + proc.stderr
+
+
+def test_presets_list_shows_all_nine_gram_presets():
+    result = runner.invoke(app, ["presets", "list"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0
+    for name in (
+        "classic-dense",
+        "all-to-content",
+        "chain-uniform",
+        "chain-blurred",
+        "chain-extended",
+    ):
+        assert name in result.stdout
+
+
+def test_compare_writes_one_labelled_sheet(tmp_path, content_path, style_path):
+    out = tmp_path / "grid.png"
+    args = ["compare", str(content_path), str(style_path), "--presets", "classic,chain-blurred"]
+    result = runner.invoke(
+        app, [*args, "--size", "40", "-n", "2", "--seed", "3", "-o", str(out), "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    lines = [json.loads(line) for line in result.stdout.strip().splitlines()]
+    assert [line["preset"] for line in lines] == ["classic", "chain-blurred"]
+    from PIL import Image
+
+    with Image.open(out) as sheet:
+        assert sheet.width > 4 * 40 and sheet.height > 27  # four cells of up to 40x27 in one row
+    meta = read_metadata(out)
+    assert set(meta["presets"]) == {"classic", "chain-blurred"}
+    assert meta["presets"]["chain-blurred"]["config"]["style"]["blur"] is True
+
+
+def test_compare_checks_every_preset_before_running(tmp_path, content_path, style_path):
+    out = tmp_path / "grid.png"
+    args = [
+        "compare",
+        str(content_path),
+        str(style_path),
+        "--presets",
+        "classic,chian",
+        "-o",
+        str(out),
+    ]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 1 and "unknown preset 'chian'" in _error_line(result)
+    assert not out.exists()
