@@ -27,7 +27,7 @@ from neuralart.optimize import run_lbfgs
 from neuralart.presets import bundled_names, resolve
 from neuralart.sheet import contact_sheet
 from neuralart.statistics import gram
-from neuralart.transfer import compare
+from neuralart.transfer import FIRST_STEP_GREY_LEVELS, compare
 from neuralart.vgg import LAYER_NAMES, load_vgg19
 
 REPO = Path(__file__).resolve().parent.parent
@@ -77,7 +77,7 @@ def relative_style_loss(network, preset: str, pair: tuple[str, str], size: int, 
         objective,
         content,
         iterations=iters,
-        first_step=conv.pixel_scale() / 255.0,
+        first_step=FIRST_STEP_GREY_LEVELS * conv.pixel_scale() / 255.0,
         callback=record,
     )
     start = seen[1]
