@@ -158,8 +158,8 @@ class _Progress:
         if self.bar is not None:
             self.bar.update(
                 self.task,
-                completed=event.iteration,
-                total=event.iterations,
+                completed=(event.level - 1) * event.iterations + event.iteration,
+                total=event.iterations * event.levels,
                 description=desc,
                 loss=f"{event.loss:.4g}",
                 rate=f"{rate:.2f}",
@@ -194,6 +194,9 @@ def _overrides(**flags: Any) -> dict[str, Any]:
         "weights": ("network", "weights"),
         "pooling": ("network", "pooling"),
         "normalize": ("network", "normalize"),
+        "mrf_rotations": ("style", "rotations"),
+        "mrf_scales": ("style", "scales"),
+        "levels": ("optimizer", "levels"),
     }
     out: dict[str, Any] = {}
     for name, value in flags.items():
@@ -254,6 +257,15 @@ def transfer(
             "--normalize/--no-normalize", help="Use Gatys' normalised network.", show_default=False
         ),
     ] = None,
+    levels: Annotated[
+        int | None, typer.Option(help="Coarse-to-fine levels (each at twice the size).")
+    ] = None,
+    mrf_rotations: Annotated[
+        int | None, typer.Option(help="CNN-MRF: rotated style copies on each side (pi/24 steps).")
+    ] = None,
+    mrf_scales: Annotated[
+        int | None, typer.Option(help="CNN-MRF: scaled style copies on each side (x1.05 steps).")
+    ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but errors.")] = False,
     as_json: Annotated[
         bool, typer.Option("--json", help="Print one JSON summary line on stdout.")
@@ -278,6 +290,9 @@ def transfer(
                 weights=weights,
                 pooling=pooling,
                 normalize=normalize,
+                levels=levels,
+                mrf_rotations=mrf_rotations,
+                mrf_scales=mrf_scales,
             ),
         )
         _check_inputs(content, style)
@@ -289,7 +304,7 @@ def transfer(
 
         dev = pick_device(config.device)
         with _reported_warnings(quiet), _Progress(quiet or as_json) as progress:
-            progress.begin("optimising", config.optimizer.iterations)
+            progress.begin("optimising", config.optimizer.iterations * config.optimizer.levels)
             result = run_transfer(content, style, config, device=dev, callback=progress)
         if "stopped" in result.record and not quiet:
             _warn(result.record["stopped"])
@@ -308,8 +323,9 @@ def transfer(
             typer.echo(f"wrote {written} ({seconds:.1f} s, device {result.record['device']})")
 
 
-def _check_inputs(content: Path, styles: list[Path]) -> None:
-    for path, role in [(content, "content image"), *((s, "style image") for s in styles)]:
+def _check_inputs(content: Path | None, styles: list[Path]) -> None:
+    roles = [(content, "content image")] if content is not None else []
+    for path, role in [*roles, *((s, "style image") for s in styles)]:
         if not path.exists():
             raise NeuralartError(f"{role} not found: {path}")
 
@@ -409,7 +425,7 @@ def compare(
 
             def on_start(index: int, config: Config) -> None:
                 label = f"{names[index]} ({index + 1}/{len(names)})"
-                progress.begin(label, config.optimizer.iterations)
+                progress.begin(label, config.optimizer.iterations * config.optimizer.levels)
 
             results = run_compare(
                 content, style, configs, device=dev, on_start=on_start, callback=progress
@@ -439,6 +455,105 @@ def compare(
         elif not quiet:
             total = sum(r.record["seconds"] for r in results)
             typer.echo(f"wrote {written} ({len(results)} presets, {total:.1f} s)")
+
+
+def _parse_size(text: str) -> tuple[int, int]:
+    """``N`` (square) or ``WxH`` -> (width, height)."""
+    parts = text.lower().split("x")
+    try:
+        numbers = [int(p) for p in parts]
+    except ValueError:
+        numbers = []
+    if len(numbers) not in (1, 2) or min(numbers, default=0) <= 0:
+        raise NeuralartError(f"--size must be N or WxH with positive whole numbers, got {text!r}")
+    return (numbers[0], numbers[-1])
+
+
+@app.command()
+def texture(
+    style: Annotated[list[Path], typer.Argument(help="The image whose texture to synthesise.")],
+    preset: Annotated[
+        str, typer.Option("--preset", "-p", help="Bundled preset name or a YAML file.")
+    ] = "classic",
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Output file (PNG by default).")
+    ] = None,
+    size: Annotated[
+        str | None, typer.Option(help="Output size: N (square) or WxH [default: the preset's].")
+    ] = None,
+    iterations: Annotated[
+        int | None, typer.Option("--iterations", "-n", help="L-BFGS iterations per level.")
+    ] = None,
+    tv_weight: Annotated[float | None, typer.Option(help="Weight of total variation.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Random seed of the starting noise.")] = None,
+    device: Annotated[
+        str | None, typer.Option(help="auto (cuda, then mps, then cpu), cpu, cuda[:N] or mps.")
+    ] = None,
+    weights: Annotated[
+        str | None, typer.Option(help="VGG-19 weights: embedded, torchvision, or a .pth file.")
+    ] = None,
+    levels: Annotated[
+        int | None, typer.Option(help="Coarse-to-fine levels (each at twice the size).")
+    ] = None,
+    mrf_rotations: Annotated[
+        int | None, typer.Option(help="CNN-MRF: rotated style copies on each side.")
+    ] = None,
+    mrf_scales: Annotated[
+        int | None, typer.Option(help="CNN-MRF: scaled style copies on each side.")
+    ] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but errors.")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print one JSON summary line on stdout.")
+    ] = False,
+) -> None:
+    """Synthesise a texture from STYLE, starting from seeded noise (no content image)."""
+    with _user_errors():
+        from neuralart.images import check_output_path, save_image
+        from neuralart.presets import resolve
+
+        config, provenance = resolve(
+            preset,
+            _overrides(
+                iterations=iterations,
+                tv_weight=tv_weight,
+                seed=seed,
+                device=device,
+                weights=weights,
+                levels=levels,
+                mrf_rotations=mrf_rotations,
+                mrf_scales=mrf_scales,
+            ),
+        )
+        out_size = _parse_size(size) if size is not None else (config.size, config.size)
+        _check_inputs(None, style)
+        tag = Path(preset).stem if preset.endswith((".yaml", ".yml")) else preset
+        out_path = output or Path(f"{'+'.join(s.stem for s in style)}_texture_{tag}.png")
+        check_output_path(out_path)
+
+        from neuralart.transfer import pick_device
+        from neuralart.transfer import transfer as run_transfer
+
+        dev = pick_device(config.device)
+        with _reported_warnings(quiet), _Progress(quiet or as_json) as progress:
+            progress.begin("synthesising", config.optimizer.iterations * config.optimizer.levels)
+            result = run_transfer(
+                None, style, config, device=dev, callback=progress, output_size=out_size
+            )
+        if "stopped" in result.record and not quiet:
+            _warn(result.record["stopped"])
+        metadata = {
+            "neuralart": __version__,
+            "texture": True,
+            "style": [str(s) for s in style],
+            "preset": preset,
+            **_run_metadata(result, provenance),
+        }
+        written = save_image(result.image, out_path, metadata=metadata)
+        if as_json:
+            typer.echo(json.dumps(_summary(written, config.name, result)))
+        elif not quiet:
+            seconds = result.record["seconds"]
+            typer.echo(f"wrote {written} ({seconds:.1f} s, device {result.record['device']})")
 
 
 # ---------------------------------------------------------------------------- presets

@@ -39,7 +39,7 @@ LAYER_NAMES: tuple[str, ...] = (
 
 Weighting = Literal["uniform", "geometric"]
 Pooling = Literal["average", "max"]
-Statistic = Literal["gram"]
+Statistic = Literal["gram", "mrf"]
 
 
 @dataclass(frozen=True)
@@ -63,6 +63,9 @@ class StyleConfig:
     ``layers``: the Gram matrix of each listed layer (or ``all``).
     ``pairs``: cross-layer Grams instead: ``chain`` (the 15 adjacent pairs),
     ``all-to-LAYER`` (LAYER with every layer), or an explicit list of ``[a, b]`` pairs.
+    ``statistic: mrf`` matches patches of each listed layer instead (CNN-MRF):
+    ``patch_size`` × ``patch_size`` patches on a ``patch_stride`` grid, with
+    ``rotations`` and ``scales`` extra copies of the style image on each side.
     """
 
     statistic: Statistic = "gram"
@@ -79,6 +82,10 @@ class StyleConfig:
     adjacent: bool = False
     weighting: Weighting = "uniform"
     weight: float = 100.0
+    patch_size: int = 3
+    patch_stride: int = 2
+    rotations: int = 0
+    scales: int = 0
 
 
 @dataclass(frozen=True)
@@ -87,6 +94,7 @@ class OptimizerConfig:
     history: int = 100
     learning_rate: float = 1.0
     init: str = "content"  # content | noise | path to an image
+    levels: int = 1  # coarse to fine: level i of L runs at size / 2^(L-1-i)
 
 
 @dataclass(frozen=True)
@@ -246,11 +254,25 @@ def validate(config: Config) -> Config:
             raise NeuralartError(f"{key} must be a finite number >= 0, got {value}")
     if config.seed is not None and not 0 <= config.seed < 2**63:
         raise NeuralartError(f"seed must be between 0 and 2**63-1, got {config.seed}")
+    if config.optimizer.levels < 1:
+        raise NeuralartError(f"optimizer.levels must be at least 1, got {config.optimizer.levels}")
     content_layers = expand_layers(config.content.layers)
     if not content_layers and config.content.weight > 0:
         raise NeuralartError("content.layers is empty; list at least one layer or set weight 0")
     _check_layers(content_layers, "content.layers")
     style = config.style
+    if style.statistic == "mrf":
+        if style.pairs is not None or style.blur or style.adjacent:
+            raise NeuralartError(
+                "style.statistic mrf matches patches of single layers: "
+                "use style.layers, without pairs, blur or adjacent"
+            )
+        for key in ("patch_size", "patch_stride"):
+            if getattr(style, key) < 1:
+                raise NeuralartError(f"style.{key} must be at least 1")
+    for key in ("rotations", "scales"):
+        if not 0 <= getattr(style, key) <= 12:
+            raise NeuralartError(f"style.{key} must be between 0 and 12")
     if style.pairs is None:
         _check_layers(expand_layers(style.layers), "style.layers")
         if not style.layers and style.weight > 0:

@@ -15,6 +15,7 @@ import torch
 from torch import Tensor
 
 from neuralart.config import ContentConfig, StyleConfig, expand_layers
+from neuralart.mrf import extract_patches, mrf_energy, normalise_patches
 from neuralart.statistics import adjacent_gram, cross_gram, gram
 from neuralart.vgg import LAYER_INDEX, LAYER_NAMES
 
@@ -103,7 +104,9 @@ class Objective:
     """content_weight·L_c + style_weight·L_s + tv_weight·TV, with targets computed once.
 
     ``style_images`` may hold several images with ``blend`` weights (summing to 1); the
-    target of each style term is the blend of their statistics.
+    target of each style term is the blend of their statistics. With the ``mrf``
+    statistic the target of each layer is instead a bank of patches from every style
+    image (their blend weights do not apply: a patch is matched, not averaged).
     """
 
     def __init__(
@@ -140,15 +143,34 @@ class Objective:
                 feats = network(content_image, [n for n, _ in self.content_terms])
                 self.content_targets = {n: f.detach() for n, f in feats.items()}
             self.style_targets: dict[str, Tensor] = {}
+            self.patch_banks: dict[str, tuple[Tensor, Tensor]] = {}
             if self.style_terms:
                 needed = sorted(style_layers, key=LAYER_INDEX.__getitem__)
+                banks: dict[str, list[Tensor]] = {name: [] for name in needed}
                 for image, w in zip(style_images, blend, strict=True):
                     feats = network(image, needed)
+                    if style.statistic == "mrf":
+                        for name in needed:
+                            banks[name].append(
+                                extract_patches(feats[name], style.patch_size, style.patch_stride)
+                            )
+                        continue
                     for term in self.style_terms:
                         stat = style_statistic(feats, term, style).detach() * w
                         prev = self.style_targets.get(term.label)
                         self.style_targets[term.label] = stat if prev is None else prev + stat
                     del feats
+                if style.statistic == "mrf":
+                    for name, parts in banks.items():
+                        patches = torch.cat(parts)  # (P, C, k, k)
+                        self.patch_banks[name] = (patches, normalise_patches(patches))
+
+    def _style_loss(self, feats: dict[str, Tensor], term: StyleTerm) -> Tensor:
+        if self.style.statistic == "mrf":
+            patches, normalised = self.patch_banks[term.a]
+            return mrf_energy(feats[term.a], patches, normalised, stride=self.style.patch_stride)
+        target = self.style_targets[term.label]
+        return (style_statistic(feats, term, self.style) - target).pow(2).mean()
 
     def terms(self, x: Tensor) -> dict[str, Tensor]:
         """The unweighted content, style and TV losses of image ``x`` (network space)."""
@@ -164,13 +186,7 @@ class Objective:
             )
         if self.style_terms:
             out["style"] = sum(
-                (
-                    t.weight
-                    * (style_statistic(feats, t, self.style) - self.style_targets[t.label])
-                    .pow(2)
-                    .mean()
-                    for t in self.style_terms
-                ),
+                (t.weight * self._style_loss(feats, t) for t in self.style_terms),
                 x.new_zeros(()),
             )
         if self.tv_weight > 0:

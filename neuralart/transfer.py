@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import secrets
 import time
@@ -11,11 +12,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from PIL import Image
 
-from neuralart.config import Config
+from neuralart.config import Config, expand_layers
 from neuralart.errors import NeuralartError
 from neuralart.images import (
+    MIN_EDGE,
     image_to_tensor,
     load_image,
     resize_long_edge,
@@ -70,79 +73,198 @@ def load_network(config: Config, device: torch.device) -> VGG19Features:
 
 
 def _init_image(
-    config: Config, content: torch.Tensor, network: VGG19Features, seed: int
+    config: Config,
+    shape: torch.Size,
+    network: VGG19Features,
+    seed: int,
+    content: torch.Tensor | None,
 ) -> torch.Tensor:
-    """The starting point, in network space, the size of the content image."""
+    """The starting point in network space, of the given (1, 3, H, W) shape."""
     init = config.optimizer.init
     conv = network.convention
-    if init == "content":
+    device = network_device(network)
+    if init == "content" and content is not None:
         return content.clone()
-    if init == "noise":
+    if init in ("noise", "content"):  # no content image (texture): start from noise
         generator = torch.Generator(device="cpu").manual_seed(seed)
-        rgb = torch.rand(content.shape, generator=generator)  # (1, 3, H, W) uniform pixels
-        return conv.to_network(rgb.to(content.device))
+        rgb = torch.rand(shape, generator=generator)  # (1, 3, H, W) uniform pixels
+        return conv.to_network(rgb.to(device))
     image = load_image(Path(init), role="init image")
-    size = (content.shape[-1], content.shape[-2])
-    return conv.to_network(image_to_tensor(resize_to(image, size)).to(content.device))
+    return conv.to_network(image_to_tensor(resize_to(image, (shape[-1], shape[-2]))).to(device))
+
+
+def network_device(network: VGG19Features) -> torch.device:
+    return next(network.parameters()).device
+
+
+def level_sizes(size: tuple[int, int], levels: int) -> list[tuple[int, int]]:
+    """(width, height) of each coarse-to-fine level: size / 2^(levels-1-i)."""
+    out = []
+    for i in range(levels):
+        factor = 0.5 ** (levels - 1 - i)
+        out.append((max(1, round(size[0] * factor)), max(1, round(size[1] * factor))))
+    return out
+
+
+def _fit_long_edge(size: tuple[int, int], long_edge: int) -> tuple[int, int]:
+    scale = long_edge / max(size)
+    return (max(1, round(size[0] * scale)), max(1, round(size[1] * scale)))
+
+
+def _smallest_edge(config: Config) -> int:
+    """The fewest pixels on a side the network needs: 16, or more for CNN-MRF patches.
+
+    A patch of k×k cells at a layer behind p pools needs k·2^p pixels.
+    """
+    need = MIN_EDGE
+    if config.style.statistic == "mrf":
+        for name in expand_layers(config.style.layers):
+            pools = int(name[4]) - 1  # conv{block}_{i}: block b sits behind b-1 pools
+            need = max(need, config.style.patch_size * 2**pools)
+    return need
+
+
+def _check_smallest_level(
+    config: Config,
+    levels: list[tuple[int, int]],
+    final: tuple[int, int],
+    styles: list[tuple[int, int]],
+) -> None:
+    """The first (smallest) level must still give the network enough pixels on every side."""
+    minimum = _smallest_edge(config)
+    width, height = levels[0]
+    shorts = [min(width, height)]
+    for size in styles:
+        shorts.append(min(_fit_long_edge(size, max(width, height))))
+    if min(shorts) >= minimum:
+        return
+    need = math.ceil(max(final) * minimum / min(shorts))
+    what = (
+        f"with {len(levels)} levels the first runs at {width}x{height} px, and "
+        if len(levels) > 1
+        else ""
+    )
+    raise NeuralartError(
+        f"{what}an image's short side would be {min(shorts)} px there, but this method needs "
+        f"at least {minimum}; use --size {need} or more"
+        + (" or fewer --levels" if len(levels) > 1 else "")
+    )
 
 
 def transfer(
-    content_path: str | os.PathLike[str],
+    content_path: str | os.PathLike[str] | None,
     style_paths: Sequence[str | os.PathLike[str]],
     config: Config,
     *,
     network: VGG19Features | None = None,
     device: torch.device | None = None,
     callback: Callback | None = None,
+    output_size: tuple[int, int] | None = None,
 ) -> TransferResult:
-    """Stylise the content image with the style image(s) under ``config``."""
+    """Stylise the content image with the style image(s) under ``config``.
+
+    Without a content image (``content_path`` None) this synthesises a texture of
+    ``output_size`` (width, height) from noise. With ``optimizer.levels`` > 1 it works
+    coarse to fine: each level starts from the previous result, upsampled, and its
+    targets are recomputed at its size.
+    """
     started = time.perf_counter()
     seed = config.seed if config.seed is not None else secrets.randbelow(2**31)
     torch.manual_seed(seed)
     if device is None:
         device = pick_device(config.device)
-    content_img = resize_long_edge(load_image(content_path, role="content image"), config.size)
-    style_imgs = [
-        resize_long_edge(load_image(p, role="style image"), config.size) for p in style_paths
-    ]
+    content_full = None
+    if content_path is not None:
+        content_full = resize_long_edge(load_image(content_path, role="content image"), config.size)
+        final_size = content_full.size
+    elif output_size is not None:
+        final_size = output_size
+    else:
+        raise ValueError("transfer needs a content image or an output size")
+    style_full = [load_image(p, role="style image") for p in style_paths]
     if network is None:
         network = load_network(config, device)
     conv = network.convention
-    content = conv.to_network(image_to_tensor(content_img).to(device))
-    styles = [conv.to_network(image_to_tensor(img).to(device)) for img in style_imgs]
+    style_cfg = config.style
+    if style_cfg.statistic == "mrf" and (style_cfg.rotations or style_cfg.scales):
+        from neuralart.mrf import style_variants
 
-    objective = Objective(
-        network,
-        config.content,
-        config.style,
-        content_image=content,
-        style_images=styles,
-        tv_weight=config.tv_weight,
-        pixel_scale=conv.pixel_scale(),
-    )
-    x0 = _init_image(config, content, network, seed)
+        style_full = [
+            v
+            for img in style_full
+            for v in style_variants(img, style_cfg.rotations, style_cfg.scales)
+        ]
+
+    levels = level_sizes(final_size, config.optimizer.levels)
+    _check_smallest_level(config, levels, final_size, [img.size for img in style_full])
+    x: torch.Tensor | None = None
+    history: list[dict[str, Any]] = []
+    iterations_done = 0
     setup = time.perf_counter() - started
-    result = run_lbfgs(
-        objective,
-        x0,
-        iterations=config.optimizer.iterations,
-        history=config.optimizer.history,
-        learning_rate=config.optimizer.learning_rate,
-        first_step=FIRST_STEP_GREY_LEVELS * conv.pixel_scale() / 255.0,
-        callback=callback,
-    )
-    image = tensor_to_image(conv.from_network(result.image))
-    record = {
+    result = None
+    for index, (width, height) in enumerate(levels):
+        long_edge = max(width, height)
+        content = None
+        if content_full is not None:
+            content = conv.to_network(
+                image_to_tensor(resize_to(content_full, (width, height))).to(device)
+            )
+        styles = [
+            conv.to_network(image_to_tensor(resize_long_edge(img, long_edge)).to(device))
+            for img in style_full
+        ]
+        objective = Objective(
+            network,
+            config.content,
+            config.style,
+            content_image=content,
+            style_images=styles,
+            tv_weight=config.tv_weight,
+            pixel_scale=conv.pixel_scale(),
+        )
+        if x is None:
+            x0 = _init_image(config, torch.Size((1, 3, height, width)), network, seed, content)
+        else:  # the previous level's result, upsampled
+            x0 = F.interpolate(x, size=(height, width), mode="bilinear", align_corners=False)
+        result = run_lbfgs(
+            objective,
+            x0,
+            iterations=config.optimizer.iterations,
+            history=config.optimizer.history,
+            learning_rate=config.optimizer.learning_rate,
+            first_step=FIRST_STEP_GREY_LEVELS * conv.pixel_scale() / 255.0,
+            callback=callback,
+            level=index + 1,
+            levels=len(levels),
+        )
+        x = result.image
+        iterations_done += result.iterations
+        history.append(
+            {
+                "size": [width, height],
+                "iterations": result.iterations,
+                "seconds": round(result.seconds, 3),
+                "final_losses": result.final,
+            }
+        )
+        del objective
+        if result.stopped:
+            break
+    assert result is not None and x is not None
+    image = tensor_to_image(conv.from_network(x))
+    record: dict[str, Any] = {
         "device": str(device),
         "weights": network.source,
         "size": [image.width, image.height],
-        "iterations": result.iterations,
+        "iterations": iterations_done,
         "best_iteration": result.best_iteration,
         "seconds": round(time.perf_counter() - started, 3),
         "setup_seconds": round(setup, 3),
         "initial_losses": result.initial,
         "final_losses": result.final,
     }
+    if len(history) > 1:
+        record["levels"] = history
     if result.stopped:
         record["stopped"] = result.stopped
     return TransferResult(image=image, config=config, seed=seed, record=record)

@@ -191,3 +191,23 @@ def test_compare_checks_every_preset_before_running(tmp_path, content_path, styl
     result = runner.invoke(app, args)
     assert result.exit_code == 1 and "unknown preset 'chian'" in _error_line(result)
     assert not out.exists()
+
+
+def test_texture_command_writes_the_requested_size(tmp_path, style_path):
+    out = tmp_path / "tex.png"
+    args = ["texture", str(style_path), "--size", "48x32", "-n", "2", "--seed", "1", "-o", str(out)]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    from PIL import Image
+
+    with Image.open(out) as image:
+        assert image.size == (48, 32)
+    assert read_metadata(out)["texture"] is True
+    bad = runner.invoke(app, ["texture", str(style_path), "--size", "48by32", "-o", str(out)])
+    assert bad.exit_code == 1 and "--size must be N or WxH" in _error_line(bad)
+
+
+def test_too_many_levels_for_the_size_is_a_clear_error(content_path, style_path, tmp_path):
+    args = ["transfer", str(content_path), str(style_path), "-p", "cnn-mrf", "--size", "64"]
+    result = runner.invoke(app, [*args, "-o", str(tmp_path / "x.png")])
+    assert result.exit_code == 1 and "fewer --levels" in _error_line(result)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 from neuralart.losses import content_terms, style_terms
 from neuralart.presets import bundled_names, list_presets, resolve
@@ -130,3 +131,32 @@ def test_a_yaml_variant_runs_without_code(tmp_path, network, content_path, style
     assert [w for _, w in content] == pytest.approx([1 / 3, 2 / 3])
     result = transfer(content_path, [style_path], config, network=network)
     assert result.record["final_losses"]["total"] < result.record["initial_losses"]["total"]
+
+
+def test_cnn_mrf_runs_its_three_levels_coarse_to_fine(content_path, style_path):
+    from neuralart.transfer import NetworkCache
+
+    config, _ = resolve("cnn-mrf", {"size": 160, "optimizer": {"iterations": 3}, "seed": 0})
+    assert config.network.pooling == "max" and not config.network.normalize
+    assert config.optimizer.levels == 3 and config.optimizer.history == 25
+    assert config.style.statistic == "mrf" and config.style.layers == ("conv3_1", "conv4_1")
+    events = []
+    network = NetworkCache(torch.device("cpu")).get(config)
+    result = transfer(content_path, [style_path], config, network=network, callback=events.append)
+    levels = result.record["levels"]
+    assert [level["size"] for level in levels] == [[40, 26], [80, 53], [160, 106]]
+    assert result.image.size == (160, 106) and result.record["iterations"] == 9
+    assert [(e.level, e.iteration) for e in events] == [
+        (lv, i) for lv in (1, 2, 3) for i in (1, 2, 3)
+    ]
+    assert all(e.levels == 3 for e in events)
+
+
+def test_texture_without_content_has_the_requested_size(network, style_path):
+    config, _ = resolve("classic", {"optimizer": {"iterations": 3}, "seed": 4})
+    result = transfer(None, [style_path], config, network=network, output_size=(56, 40))
+    assert result.image.size == (56, 40)
+    assert "content" not in result.record["final_losses"]
+    assert result.record["final_losses"]["style"] < result.record["initial_losses"]["style"]
+    again = transfer(None, [style_path], config, network=network, output_size=(56, 40))
+    assert again.image.tobytes() == result.image.tobytes()  # seeded noise
