@@ -8,7 +8,8 @@
 (b) the style loss after 10, 50 and 200 iterations, relative to its value at the start
     (the content image), for chain vs chain-unshifted and classic-shifted vs classic,
     each under its own objective;
-(c) a contact sheet of every Gram preset on two content/style pairs (docs/compare-*.png).
+(c) a contact sheet of all ten Table 2 presets on two content/style pairs
+    (docs/compare-*.png).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import torch
 from neuralart.images import image_to_tensor, load_image, resize_long_edge, save_image
 from neuralart.losses import Objective
 from neuralart.optimize import run_lbfgs
-from neuralart.presets import bundled_names, resolve
+from neuralart.presets import TABLE2_ORDER, bundled_names, resolve
 from neuralart.sheet import contact_sheet
 from neuralart.statistics import gram
 from neuralart.transfer import FIRST_STEP_GREY_LEVELS, compare
@@ -110,7 +111,7 @@ def main() -> None:
 
     grids = []
     if not args.quick:
-        names = [n for n in bundled_names() if resolve(n)[0].style.statistic == "gram"]
+        names = [n for n in bundled_names() if n in TABLE2_ORDER]
         for content, style in PAIRS:
             configs = [
                 resolve(
@@ -183,10 +184,10 @@ def render(zeros, zero_size, losses, grids, size, iters, seconds, args) -> str:
     lines += ["", *findings(losses), ""]
     if grids:
         lines += [
-            "## (c) Every Gram preset side by side",
+            "## (c) The ten presets side by side",
             "",
             f"Each preset at its default weights, {size}-px long edge, "
-            f"{args.grid_iterations} iterations, seed 0.",
+            f"{args.grid_iterations} iterations (per level for cnn-mrf), seed 0.",
             "",
         ]
         for path, _ in grids:
