@@ -211,3 +211,21 @@ def test_too_many_levels_for_the_size_is_a_clear_error(content_path, style_path,
     args = ["transfer", str(content_path), str(style_path), "-p", "cnn-mrf", "--size", "64"]
     result = runner.invoke(app, [*args, "-o", str(tmp_path / "x.png")])
     assert result.exit_code == 1 and "fewer --levels" in _error_line(result)
+
+
+def test_ctrl_c_exits_130_without_writing(tmp_path, content_path, style_path):
+    import signal
+
+    out = tmp_path / "never.png"
+    cmd = [sys.executable, "-u", "-m", "neuralart", "transfer", str(content_path), str(style_path)]
+    cmd += ["--size", "40", "-n", "100000", "-o", str(out)]
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, env=_env())
+    assert proc.stderr is not None
+    for line in proc.stderr:  # wait until the optimisation has started
+        if "iteration 1/" in line:
+            break
+    proc.send_signal(signal.SIGINT)
+    rest = proc.stderr.read()
+    assert proc.wait(timeout=60) == 130
+    assert "interrupted" in rest and "Traceback" not in rest
+    assert not out.exists()
