@@ -20,10 +20,10 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from neuralart import __version__
+from neuralart.config import Config
 from neuralart.errors import NeuralartError
 
 if TYPE_CHECKING:
-    from neuralart.config import Config
     from neuralart.optimize import StepEvent
     from neuralart.transfer import TransferResult
 
@@ -218,13 +218,39 @@ def _default_output(content: Path, styles: list[Path], preset: str) -> Path:
     return Path(f"{content.stem}_{style_part}_{tag}.png")
 
 
+# Options shared by several commands.
+PresetOpt = Annotated[
+    str, typer.Option("--preset", "-p", help="Bundled preset name or a YAML file.")
+]
+IterationsOpt = Annotated[
+    int | None, typer.Option("--iterations", "-n", help="L-BFGS iterations (per level).")
+]
+TvOpt = Annotated[float | None, typer.Option(help="Weight of total variation.")]
+SeedOpt = Annotated[int | None, typer.Option(help="Random seed (recorded in the output).")]
+DeviceOpt = Annotated[
+    str | None, typer.Option(help="auto (cuda, then mps, then cpu), cpu, cuda[:N] or mps.")
+]
+WeightsOpt = Annotated[
+    str | None, typer.Option(help="VGG-19 weights: embedded, torchvision, or a .pth file.")
+]
+LevelsOpt = Annotated[
+    int | None, typer.Option(help="Coarse-to-fine levels (each at twice the size).")
+]
+RotationsOpt = Annotated[
+    int | None, typer.Option(help="CNN-MRF: rotated style copies on each side (pi/24 steps).")
+]
+ScalesOpt = Annotated[
+    int | None, typer.Option(help="CNN-MRF: scaled style copies on each side (x1.05 steps).")
+]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but errors.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON summary line on stdout.")]
+
+
 @app.command()
 def transfer(
     content: Annotated[Path, typer.Argument(help="The photograph to repaint.")],
     style: Annotated[list[Path], typer.Argument(help="The painting (style image).")],
-    preset: Annotated[
-        str, typer.Option("--preset", "-p", help="Bundled preset name or a YAML file.")
-    ] = "classic",
+    preset: PresetOpt = "classic",
     output: Annotated[
         Path | None,
         typer.Option("--output", "-o", help="Output file (PNG by default; format by suffix)."),
@@ -232,24 +258,18 @@ def transfer(
     size: Annotated[
         int | None, typer.Option(help="Long edge of the output in pixels [default: 512].")
     ] = None,
-    iterations: Annotated[
-        int | None, typer.Option("--iterations", "-n", help="L-BFGS iterations.")
-    ] = None,
+    iterations: IterationsOpt = None,
     style_weight: Annotated[float | None, typer.Option(help="Weight of the style loss.")] = None,
     content_weight: Annotated[
         float | None, typer.Option(help="Weight of the content loss.")
     ] = None,
-    tv_weight: Annotated[float | None, typer.Option(help="Weight of total variation.")] = None,
+    tv_weight: TvOpt = None,
     init: Annotated[
         str | None, typer.Option(help="Start from 'content', 'noise' or an image file.")
     ] = None,
-    seed: Annotated[int | None, typer.Option(help="Random seed (recorded in the output).")] = None,
-    device: Annotated[
-        str | None, typer.Option(help="auto (cuda, then mps, then cpu), cpu, cuda[:N] or mps.")
-    ] = None,
-    weights: Annotated[
-        str | None, typer.Option(help="VGG-19 weights: embedded, torchvision, or a .pth file.")
-    ] = None,
+    seed: SeedOpt = None,
+    device: DeviceOpt = None,
+    weights: WeightsOpt = None,
     pooling: Annotated[Pooling | None, typer.Option(help="Pooling between blocks.")] = None,
     normalize: Annotated[
         bool | None,
@@ -257,23 +277,14 @@ def transfer(
             "--normalize/--no-normalize", help="Use Gatys' normalised network.", show_default=False
         ),
     ] = None,
-    levels: Annotated[
-        int | None, typer.Option(help="Coarse-to-fine levels (each at twice the size).")
-    ] = None,
-    mrf_rotations: Annotated[
-        int | None, typer.Option(help="CNN-MRF: rotated style copies on each side (pi/24 steps).")
-    ] = None,
-    mrf_scales: Annotated[
-        int | None, typer.Option(help="CNN-MRF: scaled style copies on each side (x1.05 steps).")
-    ] = None,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but errors.")] = False,
-    as_json: Annotated[
-        bool, typer.Option("--json", help="Print one JSON summary line on stdout.")
-    ] = False,
+    levels: LevelsOpt = None,
+    mrf_rotations: RotationsOpt = None,
+    mrf_scales: ScalesOpt = None,
+    quiet: QuietOpt = False,
+    as_json: JsonOpt = False,
 ) -> None:
     """Repaint CONTENT in the style of STYLE."""
     with _user_errors():
-        from neuralart.images import check_output_path, save_image
         from neuralart.presets import resolve
 
         config, provenance = resolve(
@@ -295,32 +306,52 @@ def transfer(
                 mrf_scales=mrf_scales,
             ),
         )
-        _check_inputs(content, style)
         out_path = output if output is not None else _default_output(content, style, preset)
-        check_output_path(out_path)
+        _run_and_save(content, style, config, provenance, preset, out_path, quiet, as_json)
 
-        from neuralart.transfer import pick_device
-        from neuralart.transfer import transfer as run_transfer
 
-        dev = pick_device(config.device)
-        with _reported_warnings(quiet), _Progress(quiet or as_json) as progress:
-            progress.begin("optimising", config.optimizer.iterations * config.optimizer.levels)
-            result = run_transfer(content, style, config, device=dev, callback=progress)
-        if "stopped" in result.record and not quiet:
-            _warn(result.record["stopped"])
-        metadata = {
-            "neuralart": __version__,
-            "content": str(content),
-            "style": [str(s) for s in style],
-            "preset": preset,
-            **_run_metadata(result, provenance),
-        }
-        written = save_image(result.image, out_path, metadata=metadata)
-        if as_json:
-            typer.echo(json.dumps(_summary(written, config.name, result)))
-        elif not quiet:
-            seconds = result.record["seconds"]
-            typer.echo(f"wrote {written} ({seconds:.1f} s, device {result.record['device']})")
+def _run_and_save(
+    content: Path | None,
+    style: list[Path],
+    config: Config,
+    provenance: dict[str, str],
+    preset: str,
+    out_path: Path,
+    quiet: bool,
+    as_json: bool,
+    output_size: tuple[int, int] | None = None,
+) -> None:
+    """Check the paths, run one transfer (or texture), save it with its metadata, report."""
+    from neuralart.images import check_output_path, save_image
+
+    _check_inputs(content, style)
+    check_output_path(out_path)
+
+    from neuralart.transfer import pick_device
+    from neuralart.transfer import transfer as run_transfer
+
+    dev = pick_device(config.device)
+    label = "optimising" if content is not None else "synthesising"
+    with _reported_warnings(quiet), _Progress(quiet or as_json) as progress:
+        progress.begin(label, config.optimizer.iterations * config.optimizer.levels)
+        result = run_transfer(
+            content, style, config, device=dev, callback=progress, output_size=output_size
+        )
+    if "stopped" in result.record and not quiet:
+        _warn(result.record["stopped"])
+    metadata = {
+        "neuralart": __version__,
+        **({"content": str(content)} if content is not None else {"texture": True}),
+        "style": [str(s) for s in style],
+        "preset": preset,
+        **_run_metadata(result, provenance),
+    }
+    written = save_image(result.image, out_path, metadata=metadata)
+    if as_json:
+        typer.echo(json.dumps(_summary(written, config.name, result)))
+    elif not quiet:
+        seconds = result.record["seconds"]
+        typer.echo(f"wrote {written} ({seconds:.1f} s, device {result.record['device']})")
 
 
 def _check_inputs(content: Path | None, styles: list[Path]) -> None:
@@ -385,15 +416,11 @@ def compare(
     size: Annotated[
         int | None, typer.Option(help="Long edge of each picture [default: the presets'].")
     ] = None,
-    iterations: Annotated[
-        int | None, typer.Option("--iterations", "-n", help="L-BFGS iterations for every preset.")
-    ] = None,
-    seed: Annotated[int | None, typer.Option(help="Random seed for every preset.")] = None,
-    device: Annotated[
-        str | None, typer.Option(help="auto (cuda, then mps, then cpu), cpu, cuda[:N] or mps.")
-    ] = None,
+    iterations: IterationsOpt = None,
+    seed: SeedOpt = None,
+    device: DeviceOpt = None,
     columns: Annotated[int, typer.Option(min=1, help="Pictures per row of the sheet.")] = 4,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but errors.")] = False,
+    quiet: QuietOpt = False,
     as_json: Annotated[
         bool, typer.Option("--json", help="Print one JSON line per preset on stdout.")
     ] = False,
@@ -472,43 +499,26 @@ def _parse_size(text: str) -> tuple[int, int]:
 @app.command()
 def texture(
     style: Annotated[list[Path], typer.Argument(help="The image whose texture to synthesise.")],
-    preset: Annotated[
-        str, typer.Option("--preset", "-p", help="Bundled preset name or a YAML file.")
-    ] = "classic",
+    preset: PresetOpt = "classic",
     output: Annotated[
         Path | None, typer.Option("--output", "-o", help="Output file (PNG by default).")
     ] = None,
     size: Annotated[
         str | None, typer.Option(help="Output size: N (square) or WxH [default: the preset's].")
     ] = None,
-    iterations: Annotated[
-        int | None, typer.Option("--iterations", "-n", help="L-BFGS iterations per level.")
-    ] = None,
-    tv_weight: Annotated[float | None, typer.Option(help="Weight of total variation.")] = None,
-    seed: Annotated[int | None, typer.Option(help="Random seed of the starting noise.")] = None,
-    device: Annotated[
-        str | None, typer.Option(help="auto (cuda, then mps, then cpu), cpu, cuda[:N] or mps.")
-    ] = None,
-    weights: Annotated[
-        str | None, typer.Option(help="VGG-19 weights: embedded, torchvision, or a .pth file.")
-    ] = None,
-    levels: Annotated[
-        int | None, typer.Option(help="Coarse-to-fine levels (each at twice the size).")
-    ] = None,
-    mrf_rotations: Annotated[
-        int | None, typer.Option(help="CNN-MRF: rotated style copies on each side.")
-    ] = None,
-    mrf_scales: Annotated[
-        int | None, typer.Option(help="CNN-MRF: scaled style copies on each side.")
-    ] = None,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but errors.")] = False,
-    as_json: Annotated[
-        bool, typer.Option("--json", help="Print one JSON summary line on stdout.")
-    ] = False,
+    iterations: IterationsOpt = None,
+    tv_weight: TvOpt = None,
+    seed: SeedOpt = None,
+    device: DeviceOpt = None,
+    weights: WeightsOpt = None,
+    levels: LevelsOpt = None,
+    mrf_rotations: RotationsOpt = None,
+    mrf_scales: ScalesOpt = None,
+    quiet: QuietOpt = False,
+    as_json: JsonOpt = False,
 ) -> None:
     """Synthesise a texture from STYLE, starting from seeded noise (no content image)."""
     with _user_errors():
-        from neuralart.images import check_output_path, save_image
         from neuralart.presets import resolve
 
         config, provenance = resolve(
@@ -525,35 +535,9 @@ def texture(
             ),
         )
         out_size = _parse_size(size) if size is not None else (config.size, config.size)
-        _check_inputs(None, style)
         tag = Path(preset).stem if preset.endswith((".yaml", ".yml")) else preset
         out_path = output or Path(f"{'+'.join(s.stem for s in style)}_texture_{tag}.png")
-        check_output_path(out_path)
-
-        from neuralart.transfer import pick_device
-        from neuralart.transfer import transfer as run_transfer
-
-        dev = pick_device(config.device)
-        with _reported_warnings(quiet), _Progress(quiet or as_json) as progress:
-            progress.begin("synthesising", config.optimizer.iterations * config.optimizer.levels)
-            result = run_transfer(
-                None, style, config, device=dev, callback=progress, output_size=out_size
-            )
-        if "stopped" in result.record and not quiet:
-            _warn(result.record["stopped"])
-        metadata = {
-            "neuralart": __version__,
-            "texture": True,
-            "style": [str(s) for s in style],
-            "preset": preset,
-            **_run_metadata(result, provenance),
-        }
-        written = save_image(result.image, out_path, metadata=metadata)
-        if as_json:
-            typer.echo(json.dumps(_summary(written, config.name, result)))
-        elif not quiet:
-            seconds = result.record["seconds"]
-            typer.echo(f"wrote {written} ({seconds:.1f} s, device {result.record['device']})")
+        _run_and_save(None, style, config, provenance, preset, out_path, quiet, as_json, out_size)
 
 
 # ---------------------------------------------------------------------------- presets
