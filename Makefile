@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	@mkdir -p out
 	$(BIN)/neuralart transfer examples/chelsea.jpg examples/starry_night.jpg \
-		--preset classic --size 256 --iterations 150 --seed 0 -o out/demo.png
+		--preset classic --size 384 --iterations 200 --seed 0 -o out/demo.png
 	@echo "The picture is at out/demo.png"
 
 lint: $(STAMP)

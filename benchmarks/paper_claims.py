@@ -36,6 +36,7 @@ SHARED = REPO.parent / "shared" / "images"
 DOCS = REPO / "docs"
 PAIRS = [("tubingen.jpg", "starry_night.jpg"), ("golden_gate.jpg", "the_scream.jpg")]
 CHECKPOINTS = (10, 50, 200)
+NOTES_MARKER = "<!-- reading: kept when this file is regenerated -->"
 LOSS_RUNS = [("chain", "chain-unshifted"), ("classic-shifted", "classic")]
 
 
@@ -137,8 +138,12 @@ def main() -> None:
     if args.quick:
         print(text)
     else:
-        (DOCS / "paper-claims.md").write_text(text)
-        print(f"wrote {DOCS / 'paper-claims.md'}")
+        target = DOCS / "paper-claims.md"
+        # Hand-written reading below the marker survives a rerun.
+        old = target.read_text() if target.exists() else ""
+        kept = old[old.index(NOTES_MARKER) :] if NOTES_MARKER in old else f"{NOTES_MARKER}\n"
+        target.write_text(f"{text}\n{kept}")
+        print(f"wrote {target}")
 
 
 def render(zeros, zero_size, losses, grids, size, iters, seconds, args) -> str:
@@ -173,10 +178,8 @@ def render(zeros, zero_size, losses, grids, size, iters, seconds, args) -> str:
         f"Style loss after k iterations divided by its value at the content image, at a "
         f"{size}-px long edge, each preset under its own objective and default weights.",
         "",
-        "| pair | preset | "
-        + " | ".join(f"after {k}" for k in CHECKPOINTS if k <= iters)
-        + " | s/iteration |",
-        "|---|---|" + "---|" * (len([k for k in CHECKPOINTS if k <= iters]) + 1),
+        "| pair | preset | " + " | ".join(f"after {k}" for k in CHECKPOINTS if k <= iters) + " |",
+        "|---|---|" + "---|" * len([k for k in CHECKPOINTS if k <= iters]),
     ]
     for (preset, pair), (after, _) in losses.items():
         cols = " | ".join(f"{after[k]:.1%}" for k in CHECKPOINTS if k in after)
