@@ -172,7 +172,7 @@ def transfer(
     seed = config.seed if config.seed is not None else secrets.randbelow(2**31)
     torch.manual_seed(seed)
     if device is None:
-        device = pick_device(config.device)
+        device = network_device(network) if network is not None else pick_device(config.device)
     content_full = None
     if content_path is not None:
         content_full = resize_long_edge(load_image(content_path, role="content image"), config.size)
