@@ -193,3 +193,19 @@ def test_torchvision_weights_offline_fail_with_a_clear_message(tmp_path, monkeyp
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))  # no cached download
     with pytest.raises(NeuralartError, match="download"):
         load_vgg19("torchvision", normalize=False)
+
+
+def test_other_weights_are_calibrated_on_first_use_and_cached(tmp_path, monkeypatch, shared_images):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    path = tmp_path / "vgg19.pth"
+    _save_layout(path, "torchvision")  # same weights, ImageNet input convention
+    net = load_vgg19(str(path), normalize=True)
+    cached = list((tmp_path / "cache" / "neuralart").glob("norm-*.pt"))
+    assert len(cached) == 1
+    image = resize_long_edge(load_image(shared_images[0]), 128)
+    with torch.no_grad():
+        feats = net(IMAGENET.to_network(image_to_tensor(image)), LAYER_NAMES)
+    for name, f in feats.items():
+        assert 0.3 < float(f.mean()) < 3.0, name
+    again = load_vgg19(str(path), normalize=True)  # from the cache: same factors
+    assert torch.equal(again.convs[15].weight, net.convs[15].weight)
