@@ -199,6 +199,14 @@ def resize_to(img: Image.Image, size: tuple[int, int]) -> Image.Image:
     return img.resize((width, height), resample)
 
 
+def long_edge_size(size: tuple[int, int], long_edge: int) -> tuple[int, int]:
+    """(width, height) scaled so the longer side is ``long_edge``; short side rounded half up."""
+    width, height = size
+    long_side, short_side = max(width, height), min(width, height)
+    new_short = max(1, (2 * short_side * long_edge + long_side) // (2 * long_side))
+    return (long_edge, new_short) if width >= height else (new_short, long_edge)
+
+
 def resize_long_edge(img: Image.Image, long_edge: int) -> Image.Image:
     """Scale ``img`` so that its longer side is ``long_edge`` pixels, keeping the aspect ratio.
 
@@ -209,7 +217,8 @@ def resize_long_edge(img: Image.Image, long_edge: int) -> Image.Image:
         raise NeuralartError(f"image size must be a positive number of pixels, got {long_edge}")
     width, height = img.size
     long_side, short_side = max(width, height), min(width, height)
-    new_short = max(1, (2 * short_side * long_edge + long_side) // (2 * long_side))
+    new_size = long_edge_size(img.size, long_edge)
+    new_short = min(new_size)
     if new_short < MIN_EDGE:
         needed = -(-MIN_EDGE * long_side // short_side)
         raise NeuralartError(
@@ -217,7 +226,6 @@ def resize_long_edge(img: Image.Image, long_edge: int) -> Image.Image:
             f"its short side would be {new_short} px but the network (VGG) needs at least "
             f"{MIN_EDGE} px on each side; use a size of at least {needed}"
         )
-    new_size = (long_edge, new_short) if width >= height else (new_short, long_edge)
     return resize_to(img, new_size)
 
 

@@ -21,6 +21,7 @@ from neuralart.images import (
     MIN_EDGE,
     image_to_tensor,
     load_image,
+    long_edge_size,
     resize_long_edge,
     resize_to,
     tensor_to_image,
@@ -106,11 +107,6 @@ def level_sizes(size: tuple[int, int], levels: int) -> list[tuple[int, int]]:
     return out
 
 
-def _fit_long_edge(size: tuple[int, int], long_edge: int) -> tuple[int, int]:
-    scale = long_edge / max(size)
-    return (max(1, round(size[0] * scale)), max(1, round(size[1] * scale)))
-
-
 def _smallest_edge(config: Config) -> int:
     """The fewest pixels on a side the network needs: 16, or more for CNN-MRF patches.
 
@@ -135,7 +131,7 @@ def _check_smallest_level(
     width, height = levels[0]
     shorts = [min(width, height)]
     for size in styles:
-        shorts.append(min(_fit_long_edge(size, max(width, height))))
+        shorts.append(min(long_edge_size(size, max(width, height))))
     if min(shorts) >= minimum:
         return
     need = math.ceil(max(final) * minimum / min(shorts))
