@@ -8,6 +8,7 @@ Exit codes: 0 success, 1 input or configuration error, 2 usage error, 130 interr
 from __future__ import annotations
 
 import json
+import signal
 import sys
 import time
 import warnings
@@ -337,16 +338,23 @@ def _run_and_save(
         result = run_transfer(
             content, style, config, device=dev, callback=progress, output_size=output_size
         )
-    if "stopped" in result.record and not quiet:
+    interrupted = bool(result.record.get("interrupted"))
+    if interrupted:  # a second Ctrl-C while the picture so far is saved exits at once
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+    elif "stopped" in result.record and not quiet:
         _warn(result.record["stopped"])
     metadata = {
         "neuralart": __version__,
         **({"content": str(content)} if content is not None else {"texture": True}),
         "style": [str(s) for s in style],
         "preset": preset,
+        "partial": interrupted,
         **_run_metadata(result, provenance),
     }
     written = save_image(result.image, out_path, metadata=metadata)
+    if interrupted:
+        _err(f"interrupted: saved the picture so far to {written} (marked partial)")
+        raise typer.Exit(130)
     if as_json:
         typer.echo(json.dumps(_summary(written, config.name, result)))
     elif not quiet:

@@ -42,6 +42,7 @@ class OptimizeResult:
     best_iteration: int  # iterations taken before the returned picture (0: the start)
     seconds: float
     stopped: str | None = None  # why it stopped early, if it did
+    interrupted: bool = False  # stopped by Ctrl-C
     history: list[float] = field(default_factory=list)
 
 
@@ -129,32 +130,37 @@ def run_lbfgs(
     best_values: dict[str, float] = {}
     best_iteration = 0
     done = 0
-    for i in range(1, iterations + 1):
-        x.requires_grad_(True)
-        terms = objective.terms(x)
-        loss = objective.total(terms)
-        (grad,) = torch.autograd.grad(loss, x)
-        x = x.detach()
-        values = _floats(terms, loss)
-        total = values["total"]
-        if not math.isfinite(total):
-            stopped = f"the loss became {total} at iteration {i}; kept the best finite picture"
-            break
-        if not initial:
-            initial = dict(values)
-        if not best_values or total < best_values["total"]:
-            best.copy_(x)
-            best_values, best_iteration = values, i - 1
-        losses.append(total)
-        x = optimizer.step(x, grad)
-        done = i
-        if callback is not None:
-            terms_only = {k: v for k, v in values.items() if k != "total"}
-            callback(
-                StepEvent(
-                    i, iterations, total, terms_only, time.perf_counter() - start, level, levels
+    interrupted = False
+    try:
+        for i in range(1, iterations + 1):
+            x.requires_grad_(True)
+            terms = objective.terms(x)
+            loss = objective.total(terms)
+            (grad,) = torch.autograd.grad(loss, x)
+            x = x.detach()
+            values = _floats(terms, loss)
+            total = values["total"]
+            if not math.isfinite(total):
+                stopped = f"the loss became {total} at iteration {i}; kept the best finite picture"
+                break
+            if not initial:
+                initial = dict(values)
+            if not best_values or total < best_values["total"]:
+                best.copy_(x)
+                best_values, best_iteration = values, i - 1
+            losses.append(total)
+            x = optimizer.step(x, grad)
+            done = i
+            if callback is not None:
+                terms_only = {k: v for k, v in values.items() if k != "total"}
+                callback(
+                    StepEvent(
+                        i, iterations, total, terms_only, time.perf_counter() - start, level, levels
+                    )
                 )
-            )
+    except KeyboardInterrupt:  # Ctrl-C: stop here and hand back the best picture so far
+        interrupted = True
+        stopped = f"interrupted after {done} iterations"
     if stopped is None:  # the picture after the last step has not been evaluated yet
         with torch.no_grad():
             terms = objective.terms(x)
@@ -177,5 +183,6 @@ def run_lbfgs(
         best_iteration=best_iteration,
         seconds=time.perf_counter() - start,
         stopped=stopped,
+        interrupted=interrupted,
         history=losses,
     )

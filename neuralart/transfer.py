@@ -247,6 +247,8 @@ def transfer(
         if result.stopped:
             break
     assert result is not None and x is not None
+    if x.shape[-2:] != (final_size[1], final_size[0]):  # stopped before the last level
+        x = F.interpolate(x, size=(final_size[1], final_size[0]), mode="bilinear")
     image = tensor_to_image(conv.from_network(x))
     record: dict[str, Any] = {
         "device": str(device),
@@ -263,6 +265,8 @@ def transfer(
         record["levels"] = history
     if result.stopped:
         record["stopped"] = result.stopped
+    if result.interrupted:
+        record["interrupted"] = True
     return TransferResult(image=image, config=config, seed=seed, record=record)
 
 
@@ -307,4 +311,6 @@ def compare(
                 callback=callback,
             )
         )
+        if results[-1].record.get("interrupted"):
+            raise KeyboardInterrupt  # Ctrl-C ends the whole comparison
     return results

@@ -213,10 +213,12 @@ def test_too_many_levels_for_the_size_is_a_clear_error(content_path, style_path,
     assert result.exit_code == 1 and "fewer --levels" in _error_line(result)
 
 
-def test_ctrl_c_exits_130_without_writing(tmp_path, content_path, style_path):
+def test_ctrl_c_saves_the_picture_so_far_marked_partial_and_exits_130(
+    tmp_path, content_path, style_path
+):
     import signal
 
-    out = tmp_path / "never.png"
+    out = tmp_path / "partial.png"
     cmd = [sys.executable, "-u", "-m", "neuralart", "transfer", str(content_path), str(style_path)]
     cmd += ["--size", "40", "-n", "100000", "-o", str(out)]
     proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, env=_env())
@@ -228,4 +230,27 @@ def test_ctrl_c_exits_130_without_writing(tmp_path, content_path, style_path):
     rest = proc.stderr.read()
     assert proc.wait(timeout=60) == 130
     assert "interrupted" in rest and "Traceback" not in rest
+    meta = read_metadata(out)  # a complete PNG with its metadata
+    assert meta is not None and meta["partial"] is True
+    assert 1 <= meta["record"]["iterations"] < 100000
+    from PIL import Image
+
+    with Image.open(out) as image:
+        image.load()
+        assert image.size == (40, 27)
+
+
+def test_ctrl_c_before_the_optimisation_writes_nothing(
+    tmp_path, content_path, style_path, monkeypatch
+):
+    import neuralart.transfer
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(neuralart.transfer, "transfer", interrupted)
+    out = tmp_path / "never.png"
+    result = runner.invoke(app, ["transfer", str(content_path), str(style_path), "-o", str(out)])
+    assert result.exit_code == 130
+    assert "interrupted" in _error_line(result)
     assert not out.exists()

@@ -83,3 +83,21 @@ def test_a_non_finite_loss_stops_and_keeps_a_finite_picture():
     assert result.iterations == 3
     assert torch.isfinite(result.image).all()
     assert result.final["total"] == min(result.history)
+
+
+def test_ctrl_c_returns_the_best_picture_so_far():
+    class Interrupted(_Quadratic):
+        calls = 0
+
+        def terms(self, x):
+            self.calls += 1
+            if self.calls == 5:
+                raise KeyboardInterrupt
+            return super().terms(x)
+
+    problem = Interrupted()
+    x0 = torch.zeros(1, 3, 2, 2, dtype=torch.float64)
+    result = run_lbfgs(problem, x0, iterations=50, first_step=0.1)  # type: ignore[arg-type]
+    assert result.interrupted and result.iterations == 4
+    assert result.stopped == "interrupted after 4 iterations"
+    assert result.final["total"] == min(result.history) < result.history[0]
