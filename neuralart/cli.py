@@ -198,6 +198,8 @@ def _overrides(**flags: Any) -> dict[str, Any]:
         "mrf_rotations": ("style", "rotations"),
         "mrf_scales": ("style", "scales"),
         "levels": ("optimizer", "levels"),
+        "style_blend": ("style", "blend"),
+        "style_scale": ("style", "scale"),
     }
     out: dict[str, Any] = {}
     for name, value in flags.items():
@@ -261,6 +263,14 @@ def transfer(
     ] = None,
     iterations: IterationsOpt = None,
     style_weight: Annotated[float | None, typer.Option(help="Weight of the style loss.")] = None,
+    style_blend: Annotated[
+        str | None,
+        typer.Option(help="Weights of several style images, e.g. 0.7,0.3 [default: equal]."),
+    ] = None,
+    style_scale: Annotated[
+        float | None,
+        typer.Option(help="Style image size relative to the output (1 = same long edge)."),
+    ] = None,
     content_weight: Annotated[
         float | None, typer.Option(help="Weight of the content loss.")
     ] = None,
@@ -305,6 +315,8 @@ def transfer(
                 levels=levels,
                 mrf_rotations=mrf_rotations,
                 mrf_scales=mrf_scales,
+                style_blend=_parse_blend(style_blend) if style_blend is not None else None,
+                style_scale=style_scale,
             ),
         )
         out_path = output if output is not None else _default_output(content, style, preset)
@@ -386,12 +398,21 @@ def _reported_warnings(quiet: bool) -> Iterator[None]:
                         _warn(text)
 
 
+_TIMINGS = ("seconds", "setup_seconds")
+
+
 def _run_metadata(result: TransferResult, provenance: dict[str, str]) -> dict[str, Any]:
+    """What goes into the output file: no timings, so that a seeded run is byte-identical."""
+    record = {k: v for k, v in result.record.items() if k not in _TIMINGS}
+    if "levels" in record:
+        record["levels"] = [
+            {k: v for k, v in level.items() if k not in _TIMINGS} for level in record["levels"]
+        ]
     return {
         "seed": result.seed,
         "config": {**result.config.to_dict(), "seed": result.seed},
         "provenance": provenance,
-        "record": result.record,
+        "record": record,
     }
 
 
@@ -490,6 +511,16 @@ def compare(
         elif not quiet:
             total = sum(r.record["seconds"] for r in results)
             typer.echo(f"wrote {written} ({len(results)} presets, {total:.1f} s)")
+
+
+def _parse_blend(text: str) -> list[float]:
+    """``0.7,0.3`` -> [0.7, 0.3]."""
+    try:
+        return [float(part) for part in text.split(",")]
+    except ValueError:
+        raise NeuralartError(
+            f"--style-blend must be numbers separated by commas, e.g. 0.7,0.3; got {text!r}"
+        ) from None
 
 
 def _parse_size(text: str) -> tuple[int, int]:

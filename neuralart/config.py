@@ -82,6 +82,8 @@ class StyleConfig:
     adjacent: bool = False
     weighting: Weighting = "uniform"
     weight: float = 100.0
+    blend: tuple[float, ...] | None = None  # one weight per style image (normalised)
+    scale: float = 1.0  # style image long edge relative to the output's
     patch_size: int = 3
     patch_stride: int = 2
     rotations: int = 0
@@ -270,6 +272,12 @@ def validate(config: Config) -> Config:
         for key in ("patch_size", "patch_stride"):
             if getattr(style, key) < 1:
                 raise NeuralartError(f"style.{key} must be at least 1")
+    if style.blend is not None and (min(style.blend, default=0) < 0 or sum(style.blend) <= 0):
+        raise NeuralartError(
+            f"style.blend must be weights >= 0 with a positive sum, got {list(style.blend)}"
+        )
+    if not 0.05 <= style.scale <= 20:
+        raise NeuralartError(f"style.scale must be between 0.05 and 20, got {style.scale}")
     for key in ("rotations", "scales"):
         if not 0 <= getattr(style, key) <= 12:
             raise NeuralartError(f"style.{key} must be between 0 and 12")

@@ -125,13 +125,15 @@ def _check_smallest_level(
     levels: list[tuple[int, int]],
     final: tuple[int, int],
     styles: list[tuple[int, int]],
+    style_scale: float = 1.0,
 ) -> None:
     """The first (smallest) level must still give the network enough pixels on every side."""
     minimum = _smallest_edge(config)
     width, height = levels[0]
     shorts = [min(width, height)]
     for size in styles:
-        shorts.append(min(long_edge_size(size, max(width, height))))
+        style_edge = max(1, round(max(width, height) * style_scale))
+        shorts.append(min(long_edge_size(size, style_edge)))
     if min(shorts) >= minimum:
         return
     need = math.ceil(max(final) * minimum / min(shorts))
@@ -177,6 +179,11 @@ def transfer(
         final_size = output_size
     else:
         raise ValueError("transfer needs a content image or an output size")
+    blend = config.style.blend
+    if blend is not None and len(blend) != len(style_paths):
+        raise NeuralartError(
+            f"--style-blend has {len(blend)} weights but there are {len(style_paths)} style images"
+        )
     style_full = [load_image(p, role="style image") for p in style_paths]
     if network is None:
         network = load_network(config, device)
@@ -190,9 +197,12 @@ def transfer(
             for img in style_full
             for v in style_variants(img, style_cfg.rotations, style_cfg.scales)
         ]
+        blend = None  # patches are matched, not averaged: every copy counts alike
 
     levels = level_sizes(final_size, config.optimizer.levels)
-    _check_smallest_level(config, levels, final_size, [img.size for img in style_full])
+    _check_smallest_level(
+        config, levels, final_size, [img.size for img in style_full], style_cfg.scale
+    )
     x: torch.Tensor | None = None
     history: list[dict[str, Any]] = []
     iterations_done = 0
@@ -205,8 +215,9 @@ def transfer(
             content = conv.to_network(
                 image_to_tensor(resize_to(content_full, (width, height))).to(device)
             )
+        style_edge = max(1, round(long_edge * style_cfg.scale))
         styles = [
-            conv.to_network(image_to_tensor(resize_long_edge(img, long_edge)).to(device))
+            conv.to_network(image_to_tensor(resize_long_edge(img, style_edge)).to(device))
             for img in style_full
         ]
         objective = Objective(
@@ -215,6 +226,7 @@ def transfer(
             config.style,
             content_image=content,
             style_images=styles,
+            blend=blend,
             tv_weight=config.tv_weight,
             pixel_scale=conv.pixel_scale(),
         )

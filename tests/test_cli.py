@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import pytest
+from conftest import EXAMPLES as REPO_EXAMPLES
 from typer.testing import CliRunner
 
 from neuralart.cli import app
@@ -254,3 +255,74 @@ def test_ctrl_c_before_the_optimisation_writes_nothing(
     assert result.exit_code == 130
     assert "interrupted" in _error_line(result)
     assert not out.exists()
+
+
+def test_two_seeded_cpu_runs_give_identical_files(tmp_path, content_path, style_path):
+    outs = [tmp_path / "a.png", tmp_path / "b.png"]
+    for out in outs:
+        args = ["transfer", str(content_path), str(style_path), "--size", "40", "-n", "4"]
+        result = runner.invoke(app, [*args, "--seed", "9", "--device", "cpu", "-o", str(out)])
+        assert result.exit_code == 0, result.output
+    assert outs[0].read_bytes() == outs[1].read_bytes()
+    assert read_metadata(outs[0])["seed"] == 9
+
+
+def test_a_random_seed_is_recorded_and_reproduces_the_picture(tmp_path, content_path, style_path):
+    args = [
+        "transfer",
+        str(content_path),
+        str(style_path),
+        "--size",
+        "40",
+        "-n",
+        "3",
+        "--init",
+        "noise",
+    ]
+    first = tmp_path / "first.png"
+    assert runner.invoke(app, [*args, "-o", str(first)]).exit_code == 0
+    seed = read_metadata(first)["seed"]
+    again = tmp_path / "again.png"
+    assert runner.invoke(app, [*args, "--seed", str(seed), "-o", str(again)]).exit_code == 0
+    from PIL import Image
+
+    with Image.open(first) as a, Image.open(again) as b:
+        assert a.tobytes() == b.tobytes()
+
+
+def test_style_blend_of_one_and_zero_equals_the_single_style(tmp_path, content_path, style_path):
+    other = REPO_EXAMPLES / "chelsea.jpg"
+    base = ["transfer", str(content_path), "--size", "40", "-n", "3", "--seed", "2"]
+    single, blended = tmp_path / "single.png", tmp_path / "blend.png"
+    assert (
+        runner.invoke(app, [*base[:2], str(style_path), *base[2:], "-o", str(single)]).exit_code
+        == 0
+    )
+    args = [*base[:2], str(style_path), str(other), *base[2:], "--style-blend", "1,0"]
+    result = runner.invoke(app, [*args, "-o", str(blended)])
+    assert result.exit_code == 0, result.output
+    from PIL import Image
+
+    with Image.open(single) as a, Image.open(blended) as b:
+        assert a.tobytes() == b.tobytes()
+    assert read_metadata(blended)["config"]["style"]["blend"] == [1.0, 0.0]
+    bad = runner.invoke(app, [*args[:-1], "0.5,0.3,0.2", "-o", str(tmp_path / "x.png")])
+    assert bad.exit_code == 1 and "3 weights but there are 2 style images" in _error_line(bad)
+    bad = runner.invoke(app, [*args[:-1], "a,b", "-o", str(tmp_path / "x.png")])
+    assert bad.exit_code == 1 and "--style-blend must be numbers" in _error_line(bad)
+
+
+def test_style_scale_changes_the_picture(tmp_path, content_path, style_path):
+    from PIL import Image
+
+    outs = []
+    for scale in ("1", "0.5"):
+        out = tmp_path / f"s{scale}.png"
+        args = ["transfer", str(content_path), str(style_path), "--size", "64", "-n", "4"]
+        result = runner.invoke(app, [*args, "--seed", "1", "--style-scale", scale, "-o", str(out)])
+        assert result.exit_code == 0, result.output
+        with Image.open(out) as image:
+            outs.append(image.tobytes())
+    assert outs[0] != outs[1]
+    tiny = runner.invoke(app, [*args, "--style-scale", "0.1", "-o", str(tmp_path / "t.png")])
+    assert tiny.exit_code == 1 and "needs at least 16" in _error_line(tiny)
