@@ -12,7 +12,7 @@ import signal
 import sys
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from enum import Enum
 from pathlib import Path
@@ -291,6 +291,13 @@ def transfer(
     levels: LevelsOpt = None,
     mrf_rotations: RotationsOpt = None,
     mrf_scales: ScalesOpt = None,
+    save_every: Annotated[
+        int, typer.Option(min=0, help="Also save the picture every N iterations (0: never).")
+    ] = 0,
+    frames_dir: Annotated[
+        Path | None,
+        typer.Option(help="Folder for --save-every frames [default: OUTPUT-STEM_frames]."),
+    ] = None,
     quiet: QuietOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
@@ -320,7 +327,12 @@ def transfer(
             ),
         )
         out_path = output if output is not None else _default_output(content, style, preset)
-        _run_and_save(content, style, config, provenance, preset, out_path, quiet, as_json)
+        frames = None
+        if save_every > 0:
+            frames = (save_every, frames_dir or out_path.with_name(f"{out_path.stem}_frames"))
+        _run_and_save(
+            content, style, config, provenance, preset, out_path, quiet, as_json, frames=frames
+        )
 
 
 def _run_and_save(
@@ -333,8 +345,12 @@ def _run_and_save(
     quiet: bool,
     as_json: bool,
     output_size: tuple[int, int] | None = None,
+    frames: tuple[int, Path] | None = None,
 ) -> None:
-    """Check the paths, run one transfer (or texture), save it with its metadata, report."""
+    """Check the paths, run one transfer (or texture), save it with its metadata, report.
+
+    ``frames`` = (every, folder): also write the picture every so many iterations.
+    """
     from neuralart.images import check_output_path, save_image
 
     _check_inputs(content, style)
@@ -348,7 +364,14 @@ def _run_and_save(
     with _reported_warnings(quiet), _Progress(quiet or as_json) as progress:
         progress.begin(label, config.optimizer.iterations * config.optimizer.levels)
         result = run_transfer(
-            content, style, config, device=dev, callback=progress, output_size=output_size
+            content,
+            style,
+            config,
+            device=dev,
+            callback=progress,
+            output_size=output_size,
+            frame_every=frames[0] if frames else 0,
+            frame_sink=_frame_writer(frames[1], config.optimizer.levels) if frames else None,
         )
     interrupted = bool(result.record.get("interrupted"))
     if interrupted:  # a second Ctrl-C while the picture so far is saved exits at once
@@ -372,6 +395,17 @@ def _run_and_save(
     elif not quiet:
         seconds = result.record["seconds"]
         typer.echo(f"wrote {written} ({seconds:.1f} s, device {result.record['device']})")
+
+
+def _frame_writer(folder: Path, levels: int) -> Callable[[StepEvent, Any], None]:
+    """Save each frame as folder/frame-NNNNN.png (frame-LL-NNNNN.png with levels)."""
+    from neuralart.images import save_image
+
+    def write(event: StepEvent, image: Any) -> None:
+        level = f"{event.level:02d}-" if levels > 1 else ""
+        save_image(image, folder / f"frame-{level}{event.iteration:05d}.png")
+
+    return write
 
 
 def _check_inputs(content: Path | None, styles: list[Path]) -> None:

@@ -31,6 +31,7 @@ class StepEvent:
     elapsed: float  # seconds since this level started
     level: int = 1
     levels: int = 1
+    image: Tensor | None = None  # the picture this iteration evaluated (network space)
 
 
 @dataclass
@@ -149,14 +150,14 @@ def run_lbfgs(
                 best.copy_(x)
                 best_values, best_iteration = values, i - 1
             losses.append(total)
+            evaluated = x
             x = optimizer.step(x, grad)
             done = i
             if callback is not None:
                 terms_only = {k: v for k, v in values.items() if k != "total"}
+                elapsed = time.perf_counter() - start
                 callback(
-                    StepEvent(
-                        i, iterations, total, terms_only, time.perf_counter() - start, level, levels
-                    )
+                    StepEvent(i, iterations, total, terms_only, elapsed, level, levels, evaluated)
                 )
     except KeyboardInterrupt:  # Ctrl-C: stop here and hand back the best picture so far
         interrupted = True

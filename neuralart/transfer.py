@@ -27,7 +27,7 @@ from neuralart.images import (
     tensor_to_image,
 )
 from neuralart.losses import Objective
-from neuralart.optimize import Callback, run_lbfgs
+from neuralart.optimize import Callback, StepEvent, run_lbfgs
 from neuralart.vgg import VGG19Features, load_vgg19
 
 # The first L-BFGS step (a gradient step) moves no pixel by more than this many grey
@@ -158,13 +158,16 @@ def transfer(
     device: torch.device | None = None,
     callback: Callback | None = None,
     output_size: tuple[int, int] | None = None,
+    frame_every: int = 0,
+    frame_sink: Callable[[StepEvent, Image.Image], None] | None = None,
 ) -> TransferResult:
     """Stylise the content image with the style image(s) under ``config``.
 
     Without a content image (``content_path`` None) this synthesises a texture of
     ``output_size`` (width, height) from noise. With ``optimizer.levels`` > 1 it works
     coarse to fine: each level starts from the previous result, upsampled, and its
-    targets are recomputed at its size.
+    targets are recomputed at its size. Every ``frame_every`` iterations the picture is
+    handed to ``frame_sink`` (intermediate frames).
     """
     started = time.perf_counter()
     seed = config.seed if config.seed is not None else secrets.randbelow(2**31)
@@ -198,6 +201,16 @@ def transfer(
             for v in style_variants(img, style_cfg.rotations, style_cfg.scales)
         ]
         blend = None  # patches are matched, not averaged: every copy counts alike
+
+    step_callback = callback
+    if frame_every > 0 and frame_sink is not None:
+        sink = frame_sink
+
+        def step_callback(event: StepEvent) -> None:
+            if event.iteration % frame_every == 0 and event.image is not None:
+                sink(event, tensor_to_image(conv.from_network(event.image)))
+            if callback is not None:
+                callback(event)
 
     levels = level_sizes(final_size, config.optimizer.levels)
     _check_smallest_level(
@@ -241,7 +254,7 @@ def transfer(
             history=config.optimizer.history,
             learning_rate=config.optimizer.learning_rate,
             first_step=FIRST_STEP_GREY_LEVELS * conv.pixel_scale() / 255.0,
-            callback=callback,
+            callback=step_callback,
             level=index + 1,
             levels=len(levels),
         )

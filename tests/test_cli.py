@@ -326,3 +326,21 @@ def test_style_scale_changes_the_picture(tmp_path, content_path, style_path):
     assert outs[0] != outs[1]
     tiny = runner.invoke(app, [*args, "--style-scale", "0.1", "-o", str(tmp_path / "t.png")])
     assert tiny.exit_code == 1 and "needs at least 16" in _error_line(tiny)
+
+
+def test_save_every_writes_numbered_frames(tmp_path, content_path, style_path):
+    out = tmp_path / "final.png"
+    args = ["transfer", str(content_path), str(style_path), "--size", "40", "-n", "7"]
+    result = runner.invoke(app, [*args, "--save-every", "3", "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    frames = sorted(p.name for p in (tmp_path / "final_frames").iterdir())
+    assert frames == ["frame-00003.png", "frame-00006.png"]
+    from PIL import Image
+
+    with Image.open(tmp_path / "final_frames" / "frame-00006.png") as frame:
+        assert frame.size == (40, 27)
+    custom = tmp_path / "frames"
+    result = runner.invoke(
+        app, [*args, "--save-every", "7", "--frames-dir", str(custom), "-o", str(out)]
+    )
+    assert result.exit_code == 0 and [p.name for p in custom.iterdir()] == ["frame-00007.png"]
