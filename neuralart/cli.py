@@ -44,6 +44,12 @@ presets_app = typer.Typer(
 app.add_typer(presets_app, name="presets")
 
 
+class PreserveColor(str, Enum):
+    none = "none"
+    luminance = "luminance"
+    histogram = "histogram"
+
+
 class Pooling(str, Enum):
     average = "average"
     max = "max"
@@ -200,6 +206,7 @@ def _overrides(**flags: Any) -> dict[str, Any]:
         "levels": ("optimizer", "levels"),
         "style_blend": ("style", "blend"),
         "style_scale": ("style", "scale"),
+        "preserve_color": ("preserve_color",),
     }
     out: dict[str, Any] = {}
     for name, value in flags.items():
@@ -291,6 +298,13 @@ def transfer(
     levels: LevelsOpt = None,
     mrf_rotations: RotationsOpt = None,
     mrf_scales: ScalesOpt = None,
+    preserve_color: Annotated[
+        PreserveColor | None,
+        typer.Option(
+            help="Keep the photograph's colours: transfer on luminance only, or match the "
+            "style's colours to the photograph's first."
+        ),
+    ] = None,
     save_every: Annotated[
         int, typer.Option(min=0, help="Also save the picture every N iterations (0: never).")
     ] = 0,
@@ -324,6 +338,7 @@ def transfer(
                 mrf_scales=mrf_scales,
                 style_blend=_parse_blend(style_blend) if style_blend is not None else None,
                 style_scale=style_scale,
+                preserve_color=preserve_color,
             ),
         )
         out_path = output if output is not None else _default_output(content, style, preset)

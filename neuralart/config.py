@@ -108,6 +108,7 @@ class Config:
     tv_weight: float = 0.0
     seed: int | None = None
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
+    preserve_color: Literal["none", "luminance", "histogram"] = "none"
     network: NetworkConfig = field(default_factory=NetworkConfig)
     content: ContentConfig = field(default_factory=ContentConfig)
     style: StyleConfig = field(default_factory=StyleConfig)

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from neuralart.color import luminance, match_colors, match_luminance, with_chrominance
 from neuralart.config import Config, expand_layers
 from neuralart.errors import NeuralartError
 from neuralart.images import (
@@ -149,6 +150,20 @@ def _check_smallest_level(
     )
 
 
+def _preserve_colour(
+    mode: str, content: Image.Image, styles: list[Image.Image]
+) -> tuple[Image.Image, list[Image.Image]]:
+    """luminance: optimise grey pictures (the style's luma matched to the content's);
+    histogram: give each style image the content's colour mean and covariance."""
+    c = image_to_tensor(content)
+    if mode == "histogram":
+        matched = [match_colors(image_to_tensor(s), c).clamp(0, 1) for s in styles]
+        return content, [tensor_to_image(t) for t in matched]
+    c_grey = luminance(c)
+    greys = [match_luminance(luminance(image_to_tensor(s)), c_grey).clamp(0, 1) for s in styles]
+    return tensor_to_image(c_grey), [tensor_to_image(t) for t in greys]
+
+
 def transfer(
     content_path: str | os.PathLike[str] | None,
     style_paths: Sequence[str | os.PathLike[str]],
@@ -188,6 +203,11 @@ def transfer(
             f"--style-blend has {len(blend)} weights but there are {len(style_paths)} style images"
         )
     style_full = [load_image(p, role="style image") for p in style_paths]
+    content_colour = content_full
+    if config.preserve_color != "none":
+        if content_full is None:
+            raise NeuralartError("--preserve-color needs a content image (not for textures)")
+        content_full, style_full = _preserve_colour(config.preserve_color, content_full, style_full)
     if network is None:
         network = load_network(config, device)
     conv = network.convention
@@ -274,7 +294,11 @@ def transfer(
     assert result is not None and x is not None
     if x.shape[-2:] != (final_size[1], final_size[0]):  # stopped before the last level
         x = F.interpolate(x, size=(final_size[1], final_size[0]), mode="bilinear")
-    image = tensor_to_image(conv.from_network(x))
+    rgb = conv.from_network(x)
+    if config.preserve_color == "luminance" and content_colour is not None:
+        # The picture's luma with the photograph's own chrominance.
+        rgb = with_chrominance(rgb, image_to_tensor(content_colour).to(rgb.device))
+    image = tensor_to_image(rgb)
     record: dict[str, Any] = {
         "device": str(device),
         "weights": network.source,

@@ -344,3 +344,35 @@ def test_save_every_writes_numbered_frames(tmp_path, content_path, style_path):
         app, [*args, "--save-every", "7", "--frames-dir", str(custom), "-o", str(out)]
     )
     assert result.exit_code == 0 and [p.name for p in custom.iterdir()] == ["frame-00007.png"]
+
+
+def test_preserve_color_luminance_keeps_the_photographs_colours(tmp_path, content_path, style_path):
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    from neuralart.color import rgb_to_yuv
+    from neuralart.images import image_to_tensor, load_image, resize_long_edge
+
+    out = tmp_path / "lum.png"
+    args = ["transfer", str(content_path), str(style_path), "--size", "48", "-n", "12"]
+    args += ["--seed", "0", "--style-weight", "30"]
+    result = runner.invoke(app, [*args, "--preserve-color", "luminance", "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    with Image.open(out) as image:
+        got = rgb_to_yuv(image_to_tensor(image.convert("RGB")).double())
+    ref = rgb_to_yuv(image_to_tensor(resize_long_edge(load_image(content_path), 48)).double())
+    chroma_error = (got[:, 1:] - ref[:, 1:]).abs()
+    assert float(torch.quantile(chroma_error.flatten(), 0.99)) <= 2 / 255  # 8-bit rounding only
+    assert float((got[:, 0] - ref[:, 0]).abs().mean()) > 0.02  # the luma was repainted
+    plain = tmp_path / "plain.png"
+    assert runner.invoke(app, [*args, "-o", str(plain)]).exit_code == 0
+    with Image.open(plain) as image:
+        plain_chroma = rgb_to_yuv(image_to_tensor(image.convert("RGB")).double())[:, 1:]
+    assert float((plain_chroma - ref[:, 1:]).abs().mean()) > 5 * float(chroma_error.mean())
+    hist = tmp_path / "hist.png"
+    result = runner.invoke(app, [*args, "--preserve-color", "histogram", "-o", str(hist)])
+    assert result.exit_code == 0, result.output
+    with Image.open(hist) as a, Image.open(plain) as b:
+        assert np.asarray(a).tolist() != np.asarray(b).tolist()
+    assert read_metadata(hist)["config"]["preserve_color"] == "histogram"
