@@ -258,13 +258,23 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON summary li
 
 @app.command()
 def transfer(
-    content: Annotated[Path, typer.Argument(help="The photograph to repaint.")],
+    content: Annotated[
+        Path,
+        typer.Argument(help="The photograph to repaint; a folder or a quoted glob for a batch."),
+    ],
     style: Annotated[list[Path], typer.Argument(help="The painting (style image).")],
     preset: PresetOpt = "classic",
     output: Annotated[
         Path | None,
         typer.Option("--output", "-o", help="Output file (PNG by default; format by suffix)."),
     ] = None,
+    out_dir: Annotated[
+        Path | None,
+        typer.Option(help="Batch: the folder for the outputs [default: the current folder]."),
+    ] = None,
+    skip_existing: Annotated[
+        bool, typer.Option(help="Batch: leave contents whose output already exists.")
+    ] = False,
     size: Annotated[
         int | None, typer.Option(help="Long edge of the output in pixels [default: 512].")
     ] = None,
@@ -341,13 +351,94 @@ def transfer(
                 preserve_color=preserve_color,
             ),
         )
-        out_path = output if output is not None else _default_output(content, style, preset)
-        frames = None
+        batch = _batch_contents(content)
+        if batch is None:
+            out_path = output if output is not None else _default_output(content, style, preset)
+            frames = None
+            if save_every > 0:
+                frames = (save_every, frames_dir or out_path.with_name(f"{out_path.stem}_frames"))
+            _run_and_save(
+                content, style, config, provenance, preset, out_path, quiet, as_json, frames=frames
+            )
+            return
+        if output is not None:
+            raise NeuralartError("a batch writes one file per content: use --out-dir, not -o")
         if save_every > 0:
-            frames = (save_every, frames_dir or out_path.with_name(f"{out_path.stem}_frames"))
-        _run_and_save(
-            content, style, config, provenance, preset, out_path, quiet, as_json, frames=frames
-        )
+            raise NeuralartError("--save-every works on one content image, not on a batch")
+        _run_batch(batch, style, config, provenance, preset, out_dir, skip_existing, quiet, as_json)
+
+
+_GLOB_CHARS = ("*", "?", "[")
+
+
+def _batch_contents(content: Path) -> list[Path] | None:
+    """The content images of a batch (a folder or a glob), or None for a single file."""
+    from neuralart.images import SUPPORTED_SUFFIXES
+
+    text = str(content)
+    if content.is_dir():
+        files = [p for p in content.iterdir() if p.suffix.lower() in SUPPORTED_SUFFIXES]
+    elif any(c in text for c in _GLOB_CHARS) and not content.exists():
+        import glob
+
+        files = [Path(p) for p in glob.glob(text) if Path(p).is_file()]
+    else:
+        return None
+    if not files:
+        raise NeuralartError(f"no content images found in {content}")
+    return sorted(files)
+
+
+def _run_batch(
+    contents: list[Path],
+    style: list[Path],
+    config: Config,
+    provenance: dict[str, str],
+    preset: str,
+    out_dir: Path | None,
+    skip_existing: bool,
+    quiet: bool,
+    as_json: bool,
+) -> None:
+    """Each content in turn with one network and one set of style targets; failures are
+    reported and the rest go on; exit 1 at the end if any failed."""
+    from neuralart.transfer import NetworkCache, pick_device
+
+    _check_inputs(None, style)
+    networks = NetworkCache(pick_device(config.device))
+    style_cache: dict[Any, Any] = {}
+    failed = 0
+    for index, content in enumerate(contents, start=1):
+        out_path = (out_dir or Path(".")) / _default_output(content, style, preset).name
+        if skip_existing and out_path.exists():
+            if as_json:
+                typer.echo(json.dumps({"output": str(out_path), "skipped": True}))
+            elif not quiet:
+                typer.echo(
+                    f"[{index}/{len(contents)}] {content}: skipped, {out_path} exists", err=True
+                )
+            continue
+        if not quiet and not as_json:
+            typer.echo(f"[{index}/{len(contents)}] {content}", err=True)
+        try:
+            _run_and_save(
+                content,
+                style,
+                config,
+                provenance,
+                preset,
+                out_path,
+                quiet,
+                as_json,
+                network=networks.get(config),
+                style_cache=style_cache,
+            )
+        except NeuralartError as exc:
+            failed += 1
+            _err(f"{content}: {exc}")
+    if failed:
+        _err(f"{failed} of {len(contents)} content images failed")
+        raise typer.Exit(1)
 
 
 def _run_and_save(
@@ -361,6 +452,8 @@ def _run_and_save(
     as_json: bool,
     output_size: tuple[int, int] | None = None,
     frames: tuple[int, Path] | None = None,
+    network: Any = None,
+    style_cache: dict[Any, Any] | None = None,
 ) -> None:
     """Check the paths, run one transfer (or texture), save it with its metadata, report.
 
@@ -374,7 +467,7 @@ def _run_and_save(
     from neuralart.transfer import pick_device
     from neuralart.transfer import transfer as run_transfer
 
-    dev = pick_device(config.device)
+    dev = pick_device(config.device) if network is None else None
     label = "optimising" if content is not None else "synthesising"
     with _reported_warnings(quiet), _Progress(quiet or as_json) as progress:
         progress.begin(label, config.optimizer.iterations * config.optimizer.levels)
@@ -387,6 +480,8 @@ def _run_and_save(
             output_size=output_size,
             frame_every=frames[0] if frames else 0,
             frame_sink=_frame_writer(frames[1], config.optimizer.levels) if frames else None,
+            network=network,
+            style_cache=style_cache,
         )
     interrupted = bool(result.record.get("interrupted"))
     if interrupted:  # a second Ctrl-C while the picture so far is saved exits at once

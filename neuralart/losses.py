@@ -100,9 +100,15 @@ def tv_loss(x: Tensor, pixel_scale: float) -> Tensor:
     return (dx + dy) / (pixel_scale * pixel_scale)
 
 
+# Style targets (statistic per term) and CNN-MRF patch banks (patches, normalised) per layer.
+StyleState = tuple[dict[str, Tensor], dict[str, tuple[Tensor, Tensor]]]
+
+
 class Objective:
     """content_weight·L_c + style_weight·L_s + tv_weight·TV, with targets computed once.
 
+    ``style_state`` reuses the targets of an earlier objective on the same style images
+    and configuration (a batch of contents), instead of computing them from ``style_images``.
     ``style_images`` may hold several images with ``blend`` weights (summing to 1); the
     target of each style term is the blend of their statistics. With the ``mrf``
     statistic the target of each layer is instead a bank of patches from every style
@@ -120,6 +126,7 @@ class Objective:
         blend: Sequence[float] | None = None,
         tv_weight: float = 0.0,
         pixel_scale: float = 1.0,
+        style_state: StyleState | None = None,
     ) -> None:
         self.network = network
         self.style = style
@@ -144,7 +151,9 @@ class Objective:
                 self.content_targets = {n: f.detach() for n, f in feats.items()}
             self.style_targets: dict[str, Tensor] = {}
             self.patch_banks: dict[str, tuple[Tensor, Tensor]] = {}
-            if self.style_terms:
+            if style_state is not None:  # targets built earlier for the same style images
+                self.style_targets, self.patch_banks = style_state
+            elif self.style_terms:
                 needed = sorted(style_layers, key=LAYER_INDEX.__getitem__)
                 banks: dict[str, list[Tensor]] = {name: [] for name in needed}
                 for image, w in zip(style_images, blend, strict=True):
@@ -164,6 +173,11 @@ class Objective:
                     for name, parts in banks.items():
                         patches = torch.cat(parts)  # (P, C, k, k)
                         self.patch_banks[name] = (patches, normalise_patches(patches))
+
+    @property
+    def style_state(self) -> StyleState:
+        """The style targets, to build another objective on the same style images."""
+        return self.style_targets, self.patch_banks
 
     def _style_loss(self, feats: dict[str, Tensor], term: StyleTerm) -> Tensor:
         if self.style.statistic == "mrf":

@@ -27,7 +27,7 @@ from neuralart.images import (
     resize_to,
     tensor_to_image,
 )
-from neuralart.losses import Objective
+from neuralart.losses import Objective, StyleState
 from neuralart.optimize import Callback, StepEvent, run_lbfgs
 from neuralart.vgg import VGG19Features, load_vgg19
 
@@ -175,6 +175,7 @@ def transfer(
     output_size: tuple[int, int] | None = None,
     frame_every: int = 0,
     frame_sink: Callable[[StepEvent, Image.Image], None] | None = None,
+    style_cache: dict[Any, StyleState] | None = None,
 ) -> TransferResult:
     """Stylise the content image with the style image(s) under ``config``.
 
@@ -182,7 +183,9 @@ def transfer(
     ``output_size`` (width, height) from noise. With ``optimizer.levels`` > 1 it works
     coarse to fine: each level starts from the previous result, upsampled, and its
     targets are recomputed at its size. Every ``frame_every`` iterations the picture is
-    handed to ``frame_sink`` (intermediate frames).
+    handed to ``frame_sink`` (intermediate frames). ``style_cache`` (a dict the caller
+    keeps) holds the style targets per style size, so that a batch of contents with the
+    same style images and configuration builds them once.
     """
     started = time.perf_counter()
     seed = config.seed if config.seed is not None else secrets.randbelow(2**31)
@@ -249,10 +252,16 @@ def transfer(
                 image_to_tensor(resize_to(content_full, (width, height))).to(device)
             )
         style_edge = max(1, round(long_edge * style_cfg.scale))
-        styles = [
-            conv.to_network(image_to_tensor(resize_long_edge(img, style_edge)).to(device))
-            for img in style_full
-        ]
+        # Colour preservation adapts the style images to each content: no reuse then.
+        use_cache = style_cache is not None and config.preserve_color == "none"
+        cache_key = (style_edge, str(device))
+        cached = style_cache.get(cache_key) if style_cache is not None and use_cache else None
+        styles = []
+        if cached is None:
+            styles = [
+                conv.to_network(image_to_tensor(resize_long_edge(img, style_edge)).to(device))
+                for img in style_full
+            ]
         objective = Objective(
             network,
             config.content,
@@ -262,7 +271,10 @@ def transfer(
             blend=blend,
             tv_weight=config.tv_weight,
             pixel_scale=conv.pixel_scale(),
+            style_state=cached,
         )
+        if style_cache is not None and use_cache and cached is None:
+            style_cache[cache_key] = objective.style_state
         if x is None:
             x0 = _init_image(config, torch.Size((1, 3, height, width)), network, seed, content)
         else:  # the previous level's result, upsampled

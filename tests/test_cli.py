@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from conftest import EXAMPLES as REPO_EXAMPLES
@@ -376,3 +377,52 @@ def test_preserve_color_luminance_keeps_the_photographs_colours(tmp_path, conten
     with Image.open(hist) as a, Image.open(plain) as b:
         assert np.asarray(a).tolist() != np.asarray(b).tolist()
     assert read_metadata(hist)["config"]["preserve_color"] == "histogram"
+
+
+def test_batch_over_a_folder_continues_past_a_bad_file(tmp_path, content_path, style_path):
+    import shutil
+
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    shutil.copy(content_path, folder / "a.jpg")
+    shutil.copy(content_path, folder / "c.jpg")
+    (folder / "b.png").write_bytes(b"not an image at all")
+    out_dir = tmp_path / "out"
+    args = ["transfer", str(folder), str(style_path), "--size", "32", "-n", "2", "--seed", "1"]
+    result = runner.invoke(app, [*args, "--out-dir", str(out_dir), "--json"])
+    assert result.exit_code == 1
+    lines = [json.loads(line) for line in result.stdout.strip().splitlines()]
+    assert [Path(line["output"]).name for line in lines] == [
+        "a_starry_night_classic.png",
+        "c_starry_night_classic.png",
+    ]
+    assert sorted(p.name for p in out_dir.iterdir()) == [
+        "a_starry_night_classic.png",
+        "c_starry_night_classic.png",
+    ]
+    assert "b.png" in result.stderr and "Traceback" not in result.stderr
+    assert "1 of 3 content images failed" in result.stderr
+
+    before = (out_dir / "a_starry_night_classic.png").read_bytes()
+    (folder / "b.png").unlink()
+    again = runner.invoke(app, [*args, "--out-dir", str(out_dir), "--skip-existing", "--json"])
+    assert again.exit_code == 0, again.output
+    assert all(json.loads(line)["skipped"] for line in again.stdout.strip().splitlines())
+    assert (out_dir / "a_starry_night_classic.png").read_bytes() == before
+
+
+def test_batch_from_a_quoted_glob(tmp_path, content_path, style_path):
+    import shutil
+
+    for name in ("x1.jpg", "x2.jpg", "y.jpg"):
+        shutil.copy(content_path, tmp_path / name)
+    out_dir = tmp_path / "out"
+    args = ["transfer", str(tmp_path / "x*.jpg"), str(style_path), "--size", "32", "-n", "1"]
+    result = runner.invoke(app, [*args, "--out-dir", str(out_dir), "-q"])
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in out_dir.iterdir()) == [
+        "x1_starry_night_classic.png",
+        "x2_starry_night_classic.png",
+    ]
+    with_o = runner.invoke(app, [*args, "-o", str(tmp_path / "one.png")])
+    assert with_o.exit_code == 1 and "--out-dir" in _error_line(with_o)

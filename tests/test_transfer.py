@@ -66,3 +66,28 @@ def test_missing_devices_are_clear_errors():
             pick_device("cuda")
     assert pick_device("cpu") == torch.device("cpu")
     assert pick_device("auto").type in ("cpu", "cuda", "mps")
+
+
+def test_a_style_cache_builds_the_style_targets_once(network, content_path, style_path):
+    calls = []
+
+    class Counting(torch.nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+            self.convention = inner.convention
+            self.source = inner.source
+
+        def forward(self, x, layers):
+            calls.append(tuple(x.shape))
+            return self.inner(x, layers)
+
+    counting = Counting(network)
+    config, _ = resolve("classic", {"size": 40, "optimizer": {"iterations": 2}, "seed": 0})
+    cache: dict = {}
+    transfer(content_path, [style_path], config, network=counting, style_cache=cache)
+    first = len(calls)
+    calls.clear()
+    transfer(style_path, [style_path], config, network=counting, style_cache=cache)
+    assert len(cache) == 1
+    assert len(calls) == first - 1  # no forward pass of the style image the second time
