@@ -23,4 +23,4 @@ def test_wheel_contains_every_preset_and_the_factors(tmp_path):
     for rel in presets:
         assert f"neuralart/bundled_presets/{rel.as_posix()}" in names
     assert "neuralart/data/vgg19_embedded_norm_factors.pt" in names
-    assert "neuralart/cli.py" in names
+    assert "neuralart/cli/commands.py" in names

@@ -1,0 +1,148 @@
+"""What the command line prints: one-line errors and warnings, and the progress bar.
+
+Together with the other modules of ``neuralart.cli``, the only code that prints.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
+
+import typer
+
+from neuralart.errors import NeuralartError
+
+if TYPE_CHECKING:
+    from neuralart.optimize import StepEvent
+
+
+def error(message: str) -> None:
+    """One line on stderr, red on a terminal."""
+    if sys.stderr.isatty():
+        typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    else:
+        typer.echo(f"error: {message}", err=True)
+
+
+def warn(message: str) -> None:
+    if sys.stderr.isatty():
+        typer.secho(f"warning: {message}", fg=typer.colors.YELLOW, err=True)
+    else:
+        typer.echo(f"warning: {message}", err=True)
+
+
+@contextmanager
+def user_errors() -> Iterator[None]:
+    """NeuralartError -> one line and exit 1; Ctrl-C -> exit 130."""
+    try:
+        yield
+    except NeuralartError as exc:
+        error(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+        raise typer.Exit(1) from None
+    except KeyboardInterrupt:
+        error("interrupted")
+        raise typer.Exit(130) from None
+
+
+class Progress:
+    """A rich progress bar on a terminal; sparse plain lines otherwise; nothing if quiet.
+
+    ``begin`` starts a new bar (one per run); the instance is the optimiser's callback.
+    """
+
+    def __init__(self, quiet: bool) -> None:
+        self.quiet = quiet
+        self.tty = sys.stderr.isatty()
+        self.bar: Any = None
+        self.task: Any = None
+        self.label = "optimising"
+        self.last_print = 0.0
+
+    def __enter__(self) -> Progress:
+        if self.quiet or not self.tty:
+            return self
+        from rich.console import Console
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+
+        self.bar = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("loss {task.fields[loss]}"),
+            TextColumn("{task.fields[rate]} it/s"),
+            TimeElapsedColumn(),
+            TextColumn("ETA"),
+            TimeRemainingColumn(),
+            console=Console(stderr=True),
+        )
+        self.bar.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.bar is not None:
+            self.bar.__exit__(None, None, None)
+
+    def begin(self, label: str, total: int) -> None:
+        self.label = label
+        self.last_print = 0.0
+        if self.bar is not None:
+            self.task = self.bar.add_task(label, total=total, loss="-", rate="-")
+
+    def __call__(self, event: StepEvent) -> None:
+        if self.quiet:
+            return
+        rate = event.iteration / event.elapsed if event.elapsed > 0 else 0.0
+        desc = (
+            self.label if event.levels == 1 else f"{self.label} level {event.level}/{event.levels}"
+        )
+        if self.bar is not None:
+            self.bar.update(
+                self.task,
+                completed=(event.level - 1) * event.iterations + event.iteration,
+                total=event.iterations * event.levels,
+                description=desc,
+                loss=f"{event.loss:.4g}",
+                rate=f"{rate:.2f}",
+            )
+            return
+        now = time.monotonic()
+        first_or_last = event.iteration in (1, event.iterations)
+        if first_or_last or now - self.last_print >= 10.0:
+            self.last_print = now
+            eta = (event.iterations - event.iteration) / rate if rate > 0 else 0.0
+            typer.echo(
+                f"{desc}: iteration {event.iteration}/{event.iterations}  "
+                f"loss {event.loss:.4g}  {rate:.2f} it/s  ETA {eta:.0f}s",
+                err=True,
+            )
+
+
+# --------------------------------------------------------------------------- transfer
+
+
+@contextmanager
+def reported_warnings(quiet: bool) -> Iterator[None]:
+    """Collect the tool's warnings while the block runs; print each once afterwards."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            yield
+        finally:
+            if not quiet:
+                seen: set[str] = set()
+                for w in caught:
+                    text = str(w.message)
+                    if w.category.__module__.startswith("neuralart") and text not in seen:
+                        seen.add(text)
+                        warn(text)

@@ -1,0 +1,272 @@
+"""Running commands: flags to overrides, one run saved with its metadata, batches."""
+
+from __future__ import annotations
+
+import json
+import signal
+from collections.abc import Callable
+from enum import Enum
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import typer
+
+from neuralart import __version__
+from neuralart.cli.output import Progress, error, reported_warnings, warn
+from neuralart.config import Config
+from neuralart.errors import NeuralartError
+
+if TYPE_CHECKING:
+    from neuralart.optimize import StepEvent
+    from neuralart.transfer import TransferResult
+
+
+def overrides(**flags: Any) -> dict[str, Any]:
+    """Command-line flags -> a nested override mapping (only the flags given)."""
+    where = {
+        "size": ("size",),
+        "iterations": ("optimizer", "iterations"),
+        "style_weight": ("style", "weight"),
+        "content_weight": ("content", "weight"),
+        "tv_weight": ("tv_weight",),
+        "init": ("optimizer", "init"),
+        "seed": ("seed",),
+        "device": ("device",),
+        "weights": ("network", "weights"),
+        "pooling": ("network", "pooling"),
+        "normalize": ("network", "normalize"),
+        "mrf_rotations": ("style", "rotations"),
+        "mrf_scales": ("style", "scales"),
+        "levels": ("optimizer", "levels"),
+        "style_blend": ("style", "blend"),
+        "style_scale": ("style", "scale"),
+        "preserve_color": ("preserve_color",),
+    }
+    out: dict[str, Any] = {}
+    for name, value in flags.items():
+        if value is None:
+            continue
+        if isinstance(value, Enum):
+            value = value.value
+        *parents, leaf = where[name]
+        node = out
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = value
+    return out
+
+
+def default_output(content: Path, styles: list[Path], preset: str) -> Path:
+    tag = Path(preset).stem if preset.endswith((".yaml", ".yml")) else preset
+    style_part = "+".join(s.stem for s in styles)
+    return Path(f"{content.stem}_{style_part}_{tag}.png")
+
+
+# Options shared by several commands.
+
+_GLOB_CHARS = ("*", "?", "[")
+
+
+def batch_contents(content: Path) -> list[Path] | None:
+    """The content images of a batch (a folder or a glob), or None for a single file."""
+    from neuralart.images import SUPPORTED_SUFFIXES
+
+    text = str(content)
+    if content.is_dir():
+        files = [p for p in content.iterdir() if p.suffix.lower() in SUPPORTED_SUFFIXES]
+    elif any(c in text for c in _GLOB_CHARS) and not content.exists():
+        import glob
+
+        files = [Path(p) for p in glob.glob(text) if Path(p).is_file()]
+    else:
+        return None
+    if not files:
+        raise NeuralartError(f"no content images found in {content}")
+    return sorted(files)
+
+
+def run_batch(
+    contents: list[Path],
+    style: list[Path],
+    config: Config,
+    provenance: dict[str, str],
+    preset: str,
+    out_dir: Path | None,
+    skip_existing: bool,
+    quiet: bool,
+    as_json: bool,
+) -> None:
+    """Each content in turn with one network and one set of style targets; failures are
+    reported and the rest go on; exit 1 at the end if any failed."""
+    from neuralart.transfer import NetworkCache, pick_device
+
+    check_inputs(None, style)
+    networks = NetworkCache(pick_device(config.device))
+    style_cache: dict[Any, Any] = {}
+    failed = 0
+    for index, content in enumerate(contents, start=1):
+        out_path = (out_dir or Path(".")) / default_output(content, style, preset).name
+        if skip_existing and out_path.exists():
+            if as_json:
+                typer.echo(json.dumps({"output": str(out_path), "skipped": True}))
+            elif not quiet:
+                typer.echo(
+                    f"[{index}/{len(contents)}] {content}: skipped, {out_path} exists", err=True
+                )
+            continue
+        if not quiet and not as_json:
+            typer.echo(f"[{index}/{len(contents)}] {content}", err=True)
+        try:
+            run_and_save(
+                content,
+                style,
+                config,
+                provenance,
+                preset,
+                out_path,
+                quiet,
+                as_json,
+                network=networks.get(config),
+                style_cache=style_cache,
+            )
+        except NeuralartError as exc:
+            failed += 1
+            error(f"{content}: {exc}")
+    if failed:
+        error(f"{failed} of {len(contents)} content images failed")
+        raise typer.Exit(1)
+
+
+def run_and_save(
+    content: Path | None,
+    style: list[Path],
+    config: Config,
+    provenance: dict[str, str],
+    preset: str,
+    out_path: Path,
+    quiet: bool,
+    as_json: bool,
+    output_size: tuple[int, int] | None = None,
+    frames: tuple[int, Path] | None = None,
+    network: Any = None,
+    style_cache: dict[Any, Any] | None = None,
+) -> None:
+    """Check the paths, run one transfer (or texture), save it with its metadata, report.
+
+    ``frames`` = (every, folder): also write the picture every so many iterations.
+    """
+    from neuralart.images import check_output_path, save_image
+
+    check_inputs(content, style)
+    check_output_path(out_path)
+
+    from neuralart.transfer import pick_device
+    from neuralart.transfer import transfer as run_transfer
+
+    dev = pick_device(config.device) if network is None else None
+    label = "optimising" if content is not None else "synthesising"
+    with reported_warnings(quiet), Progress(quiet or as_json) as progress:
+        progress.begin(label, config.optimizer.iterations * config.optimizer.levels)
+        result = run_transfer(
+            content,
+            style,
+            config,
+            device=dev,
+            callback=progress,
+            output_size=output_size,
+            frame_every=frames[0] if frames else 0,
+            frame_sink=frame_writer(frames[1], config.optimizer.levels) if frames else None,
+            network=network,
+            style_cache=style_cache,
+        )
+    interrupted = bool(result.record.get("interrupted"))
+    if interrupted:  # a second Ctrl-C while the picture so far is saved exits at once
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+    elif "stopped" in result.record and not quiet:
+        warn(result.record["stopped"])
+    metadata = {
+        "neuralart": __version__,
+        **({"content": str(content)} if content is not None else {"texture": True}),
+        "style": [str(s) for s in style],
+        "preset": preset,
+        "partial": interrupted,
+        **run_metadata(result, provenance),
+    }
+    written = save_image(result.image, out_path, metadata=metadata)
+    if interrupted:
+        error(f"interrupted: saved the picture so far to {written} (marked partial)")
+        raise typer.Exit(130)
+    if as_json:
+        typer.echo(json.dumps(summary(written, config.name, result)))
+    elif not quiet:
+        seconds = result.record["seconds"]
+        typer.echo(f"wrote {written} ({seconds:.1f} s, device {result.record['device']})")
+
+
+def frame_writer(folder: Path, levels: int) -> Callable[[StepEvent, Any], None]:
+    """Save each frame as folder/frame-NNNNN.png (frame-LL-NNNNN.png with levels)."""
+    from neuralart.images import save_image
+
+    def write(event: StepEvent, image: Any) -> None:
+        level = f"{event.level:02d}-" if levels > 1 else ""
+        save_image(image, folder / f"frame-{level}{event.iteration:05d}.png")
+
+    return write
+
+
+def check_inputs(content: Path | None, styles: list[Path]) -> None:
+    roles = [(content, "content image")] if content is not None else []
+    for path, role in [*roles, *((s, "style image") for s in styles)]:
+        if not path.exists():
+            raise NeuralartError(f"{role} not found: {path}")
+
+
+_TIMINGS = ("seconds", "setup_seconds")
+
+
+def run_metadata(result: TransferResult, provenance: dict[str, str]) -> dict[str, Any]:
+    """What goes into the output file: no timings, so that a seeded run is byte-identical."""
+    record = {k: v for k, v in result.record.items() if k not in _TIMINGS}
+    if "levels" in record:
+        record["levels"] = [
+            {k: v for k, v in level.items() if k not in _TIMINGS} for level in record["levels"]
+        ]
+    return {
+        "seed": result.seed,
+        "config": {**result.config.to_dict(), "seed": result.seed},
+        "provenance": provenance,
+        "record": record,
+    }
+
+
+def summary(written: Path, preset: str, result: TransferResult) -> dict[str, Any]:
+    return {
+        "output": str(written),
+        "preset": preset,
+        "seed": result.seed,
+        "seconds": result.record["seconds"],
+        "iterations": result.record["iterations"],
+        "final_losses": result.record["final_losses"],
+    }
+
+
+def parse_blend(text: str) -> list[float]:
+    """``0.7,0.3`` -> [0.7, 0.3]."""
+    try:
+        return [float(part) for part in text.split(",")]
+    except ValueError:
+        raise NeuralartError(
+            f"--style-blend must be numbers separated by commas, e.g. 0.7,0.3; got {text!r}"
+        ) from None
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """``N`` (square) or ``WxH`` -> (width, height)."""
+    parts = text.lower().split("x")
+    try:
+        numbers = [int(p) for p in parts]
+    except ValueError:
+        numbers = []
+    if len(numbers) not in (1, 2) or min(numbers, default=0) <= 0:
+        raise NeuralartError(f"--size must be N or WxH with positive whole numbers, got {text!r}")
+    return (numbers[0], numbers[-1])
