@@ -109,6 +109,7 @@ class Config:
     seed: int | None = None
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
     preserve_color: Literal["none", "luminance", "histogram"] = "none"
+    max_pixels: int = 100_000_000  # input images above this many pixels are refused
     network: NetworkConfig = field(default_factory=NetworkConfig)
     content: ContentConfig = field(default_factory=ContentConfig)
     style: StyleConfig = field(default_factory=StyleConfig)
@@ -240,6 +241,8 @@ def validate(config: Config) -> Config:
     """Range and name checks that the types alone do not express."""
     if config.size <= 0:
         raise NeuralartError(f"size must be a positive number of pixels, got {config.size}")
+    if config.max_pixels < 1:
+        raise NeuralartError(f"max_pixels must be positive, got {config.max_pixels}")
     if config.optimizer.iterations < 0:
         raise NeuralartError(f"iterations must be 0 or more, got {config.optimizer.iterations}")
     if config.optimizer.history < 1:

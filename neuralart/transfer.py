@@ -91,8 +91,19 @@ def _init_image(
         generator = torch.Generator(device="cpu").manual_seed(seed)
         rgb = torch.rand(shape, generator=generator)  # (1, 3, H, W) uniform pixels
         return conv.to_network(rgb.to(device))
-    image = load_image(Path(init), role="init image")
+    image = _load(Path(init), "init image", config.max_pixels)
     return conv.to_network(image_to_tensor(resize_to(image, (shape[-1], shape[-2]))).to(device))
+
+
+def _load(path: str | os.PathLike[str], role: str, max_pixels: int) -> Image.Image:
+    """Load an input image; refuse one far smaller than the network can see."""
+    image = load_image(path, max_pixels=max_pixels, role=role)
+    if min(image.size) < MIN_EDGE:
+        raise NeuralartError(
+            f"{role} {path} is only {image.width}x{image.height} px; the network needs at "
+            f"least {MIN_EDGE} px on each side of the original picture"
+        )
+    return image
 
 
 def network_device(network: VGG19Features) -> torch.device:
@@ -194,7 +205,9 @@ def transfer(
         device = network_device(network) if network is not None else pick_device(config.device)
     content_full = None
     if content_path is not None:
-        content_full = resize_long_edge(load_image(content_path, role="content image"), config.size)
+        content_full = resize_long_edge(
+            _load(content_path, "content image", config.max_pixels), config.size
+        )
         final_size = content_full.size
     elif output_size is not None:
         final_size = output_size
@@ -205,7 +218,7 @@ def transfer(
         raise NeuralartError(
             f"--style-blend has {len(blend)} weights but there are {len(style_paths)} style images"
         )
-    style_full = [load_image(p, role="style image") for p in style_paths]
+    style_full = [_load(p, "style image", config.max_pixels) for p in style_paths]
     content_colour = content_full
     if config.preserve_color != "none":
         if content_full is None:

@@ -167,6 +167,10 @@ def transfer(
     levels: LevelsOpt = None,
     mrf_rotations: RotationsOpt = None,
     mrf_scales: ScalesOpt = None,
+    max_pixels: Annotated[
+        int | None,
+        typer.Option(help="Refuse input images above this many pixels [default: 100000000]."),
+    ] = None,
     preserve_color: Annotated[
         PreserveColor | None,
         typer.Option(
@@ -208,6 +212,7 @@ def transfer(
                 style_blend=parse_blend(style_blend) if style_blend is not None else None,
                 style_scale=style_scale,
                 preserve_color=preserve_color,
+                max_pixels=max_pixels,
             ),
         )
         batch = batch_contents(content)

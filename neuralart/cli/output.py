@@ -46,6 +46,19 @@ def user_errors() -> Iterator[None]:
     except KeyboardInterrupt:
         error("interrupted")
         raise typer.Exit(130) from None
+    except (MemoryError, RuntimeError) as exc:  # torch.OutOfMemoryError is a RuntimeError
+        text = str(exc)
+        if not isinstance(exc, MemoryError) and not any(m in text for m in _OUT_OF_MEMORY):
+            raise
+        error(
+            "out of memory: try a smaller --size, coarse to fine (--levels 2 or 3), "
+            "fewer or shallower style layers, or --device cpu"
+        )
+        raise typer.Exit(1) from None
+
+
+# How PyTorch's allocators say that memory ran out (CUDA, MPS, CPU).
+_OUT_OF_MEMORY = ("out of memory", "can't allocate memory", "MPS backend out of memory")
 
 
 class Progress:

@@ -41,6 +41,7 @@ def overrides(**flags: Any) -> dict[str, Any]:
         "style_blend": ("style", "blend"),
         "style_scale": ("style", "scale"),
         "preserve_color": ("preserve_color",),
+        "max_pixels": ("max_pixels",),
     }
     out: dict[str, Any] = {}
     for name, value in flags.items():
