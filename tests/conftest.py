@@ -35,3 +35,12 @@ def content_path() -> Path:
 @pytest.fixture(scope="session")
 def style_path() -> Path:
     return EXAMPLES / "starry_night.jpg"
+
+
+def error_line(result) -> str:
+    """A CLI run's stderr must be exactly one 'error: ...' line, with no traceback."""
+    text = result.stderr.strip()
+    assert "Traceback" not in result.output + result.stderr
+    assert len(text.splitlines()) == 1, text
+    assert text.startswith("error: ")
+    return text

@@ -10,21 +10,13 @@ from pathlib import Path
 
 import pytest
 from conftest import EXAMPLES as REPO_EXAMPLES
+from conftest import error_line
 from typer.testing import CliRunner
 
 from neuralart.cli import app
 from neuralart.images import read_metadata
 
 runner = CliRunner()
-
-
-def _error_line(result) -> str:
-    """The run's stderr must be exactly one 'error: ...' line, with no traceback."""
-    text = result.stderr.strip()
-    assert "Traceback" not in result.output + result.stderr
-    assert len(text.splitlines()) == 1, text
-    assert text.startswith("error: ")
-    return text
 
 
 def test_help_and_version():
@@ -43,33 +35,33 @@ def test_presets_list_and_show():
     result = runner.invoke(app, ["presets", "show", "classic-shifted"])
     assert result.exit_code == 0 and "shift: -1" in result.stdout
     result = runner.invoke(app, ["presets", "show", "clasic"])
-    assert result.exit_code == 1 and "did you mean 'classic'" in _error_line(result)
+    assert result.exit_code == 1 and "did you mean 'classic'" in error_line(result)
 
 
 def test_missing_input_is_exit_1_with_one_line(tmp_path, style_path):
     result = runner.invoke(app, ["transfer", str(tmp_path / "nope.jpg"), str(style_path)])
     assert result.exit_code == 1
-    assert "content image not found" in _error_line(result)
+    assert "content image not found" in error_line(result)
 
 
 def test_unknown_preset_is_exit_1(content_path, style_path):
     result = runner.invoke(app, ["transfer", str(content_path), str(style_path), "-p", "chian"])
-    assert result.exit_code == 1 and "unknown preset 'chian'" in _error_line(result)
+    assert result.exit_code == 1 and "unknown preset 'chian'" in error_line(result)
 
 
 def test_malformed_preset_file_is_exit_1(tmp_path, content_path, style_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("style: {weight: [1, 2\n")
     result = runner.invoke(app, ["transfer", str(content_path), str(style_path), "-p", str(bad)])
-    assert result.exit_code == 1 and "malformed preset" in _error_line(result)
+    assert result.exit_code == 1 and "malformed preset" in error_line(result)
 
 
 def test_bad_values_and_output_are_exit_1(tmp_path, content_path, style_path):
     args = ["transfer", str(content_path), str(style_path)]
     result = runner.invoke(app, [*args, "--size", "0"])
-    assert result.exit_code == 1 and "size must be a positive" in _error_line(result)
+    assert result.exit_code == 1 and "size must be a positive" in error_line(result)
     result = runner.invoke(app, [*args, "-o", str(tmp_path / "out.xyz")])
-    assert result.exit_code == 1 and ".xyz" in _error_line(result)
+    assert result.exit_code == 1 and ".xyz" in error_line(result)
     assert not (tmp_path / "out.xyz").exists()
 
 
@@ -191,7 +183,7 @@ def test_compare_checks_every_preset_before_running(tmp_path, content_path, styl
         str(out),
     ]
     result = runner.invoke(app, args)
-    assert result.exit_code == 1 and "unknown preset 'chian'" in _error_line(result)
+    assert result.exit_code == 1 and "unknown preset 'chian'" in error_line(result)
     assert not out.exists()
 
 
@@ -206,13 +198,13 @@ def test_texture_command_writes_the_requested_size(tmp_path, style_path):
         assert image.size == (48, 32)
     assert read_metadata(out)["texture"] is True
     bad = runner.invoke(app, ["texture", str(style_path), "--size", "48by32", "-o", str(out)])
-    assert bad.exit_code == 1 and "--size must be N or WxH" in _error_line(bad)
+    assert bad.exit_code == 1 and "--size must be N or WxH" in error_line(bad)
 
 
 def test_too_many_levels_for_the_size_is_a_clear_error(content_path, style_path, tmp_path):
     args = ["transfer", str(content_path), str(style_path), "-p", "cnn-mrf", "--size", "64"]
     result = runner.invoke(app, [*args, "-o", str(tmp_path / "x.png")])
-    assert result.exit_code == 1 and "fewer --levels" in _error_line(result)
+    assert result.exit_code == 1 and "fewer --levels" in error_line(result)
 
 
 def test_ctrl_c_saves_the_picture_so_far_marked_partial_and_exits_130(
@@ -254,7 +246,7 @@ def test_ctrl_c_before_the_optimisation_writes_nothing(
     out = tmp_path / "never.png"
     result = runner.invoke(app, ["transfer", str(content_path), str(style_path), "-o", str(out)])
     assert result.exit_code == 130
-    assert "interrupted" in _error_line(result)
+    assert "interrupted" in error_line(result)
     assert not out.exists()
 
 
@@ -308,9 +300,9 @@ def test_style_blend_of_one_and_zero_equals_the_single_style(tmp_path, content_p
         assert a.tobytes() == b.tobytes()
     assert read_metadata(blended)["config"]["style"]["blend"] == [1.0, 0.0]
     bad = runner.invoke(app, [*args[:-1], "0.5,0.3,0.2", "-o", str(tmp_path / "x.png")])
-    assert bad.exit_code == 1 and "3 weights but there are 2 style images" in _error_line(bad)
+    assert bad.exit_code == 1 and "3 weights but there are 2 style images" in error_line(bad)
     bad = runner.invoke(app, [*args[:-1], "a,b", "-o", str(tmp_path / "x.png")])
-    assert bad.exit_code == 1 and "--style-blend must be numbers" in _error_line(bad)
+    assert bad.exit_code == 1 and "--style-blend must be numbers" in error_line(bad)
 
 
 def test_style_scale_changes_the_picture(tmp_path, content_path, style_path):
@@ -326,7 +318,7 @@ def test_style_scale_changes_the_picture(tmp_path, content_path, style_path):
             outs.append(image.tobytes())
     assert outs[0] != outs[1]
     tiny = runner.invoke(app, [*args, "--style-scale", "0.1", "-o", str(tmp_path / "t.png")])
-    assert tiny.exit_code == 1 and "needs at least 16" in _error_line(tiny)
+    assert tiny.exit_code == 1 and "needs at least 16" in error_line(tiny)
 
 
 def test_save_every_writes_numbered_frames(tmp_path, content_path, style_path):
@@ -425,4 +417,4 @@ def test_batch_from_a_quoted_glob(tmp_path, content_path, style_path):
         "x2_starry_night_classic.png",
     ]
     with_o = runner.invoke(app, [*args, "-o", str(tmp_path / "one.png")])
-    assert with_o.exit_code == 1 and "--out-dir" in _error_line(with_o)
+    assert with_o.exit_code == 1 and "--out-dir" in error_line(with_o)

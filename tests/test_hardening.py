@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import error_line
 from PIL import Image, ImageCms
 from typer.testing import CliRunner
 
@@ -92,14 +93,6 @@ def _write(path: Path, kind: str) -> Path:
     return path
 
 
-def _one_error_line(result) -> str:
-    text = result.stderr.strip()
-    assert "Traceback" not in result.output + result.stderr
-    assert len(text.splitlines()) == 1, text
-    assert text.startswith("error: ")
-    return text
-
-
 @pytest.mark.parametrize(
     ("kind", "message"),
     [
@@ -123,7 +116,7 @@ def test_bad_images_are_one_line_and_exit_1(
     pair = [str(bad), str(style_path)] if role == "content" else [str(content_path), str(bad)]
     result = runner.invoke(app, ["transfer", *pair, *RUN, "-o", str(out)])
     assert result.exit_code == 1, result.output
-    assert re.search(message, _one_error_line(result), re.IGNORECASE)
+    assert re.search(message, error_line(result), re.IGNORECASE)
     assert not out.exists()
 
 
@@ -136,7 +129,7 @@ def test_declared_size_above_the_pixel_limit_is_refused_and_the_limit_can_be_rai
     result = runner.invoke(
         app, ["transfer", str(big), str(style_path), *RUN, "--max-pixels", "1000", "-o", str(out)]
     )
-    assert result.exit_code == 1 and "--max-pixels" in _one_error_line(result)
+    assert result.exit_code == 1 and "--max-pixels" in error_line(result)
     assert not out.exists()
     result = runner.invoke(
         app, ["transfer", str(big), str(style_path), *RUN, "--max-pixels", "300000", "-o", str(out)]
@@ -209,7 +202,7 @@ def test_bad_options_are_one_line_and_exit_1(tmp_path, content_path, style_path,
         ],
     )
     assert result.exit_code == 1, result.output
-    assert message in _one_error_line(result)
+    assert message in error_line(result)
     assert not out.exists()
 
 
@@ -233,14 +226,14 @@ def test_bad_preset_files_are_one_line_and_exit_1(
     result = runner.invoke(
         app, ["transfer", str(content_path), str(style_path), "-p", str(preset), "-o", str(out)]
     )
-    assert result.exit_code == 1 and message in _one_error_line(result)
+    assert result.exit_code == 1 and message in error_line(result)
     assert not out.exists()
 
 
 def test_output_paths(tmp_path, content_path, style_path):
     base = ["transfer", str(content_path), str(style_path), *RUN]
     result = runner.invoke(app, [*base, "-o", str(tmp_path / "out.gifx")])
-    assert result.exit_code == 1 and ".gifx" in _one_error_line(result)
+    assert result.exit_code == 1 and ".gifx" in error_line(result)
     a_file = tmp_path / "plain"
     a_file.write_text("x")
     result = runner.invoke(app, [*base, "-o", str(a_file / "out.png")])
@@ -311,7 +304,7 @@ def test_out_of_memory_is_one_line_with_a_suggestion(
     out = tmp_path / "out.png"
     result = runner.invoke(app, ["transfer", str(content_path), str(style_path), "-o", str(out)])
     assert result.exit_code == 1
-    line = _one_error_line(result)
+    line = error_line(result)
     assert "out of memory" in line and "--size" in line and "--levels" in line
     assert not out.exists()
 
