@@ -35,7 +35,7 @@ LAYER_NAMES: tuple[str, ...] = (
     "conv5_2",
     "conv5_3",
     "conv5_4",
-)  # fmt: skip  (the same list as neuralart.vgg.LAYER_NAMES, kept torch-free here)
+)  # fmt: skip  (VGG-19's 16 convolutions; here so that config needs no torch)
 
 Weighting = Literal["uniform", "geometric"]
 Pooling = Literal["average", "max"]
@@ -224,10 +224,13 @@ def build(cls: type[Any], data: Mapping[str, Any], prefix: str = "") -> Any:
     return cls(**kwargs)
 
 
-def _check_layers(layers: typing.Iterable[str], key: str) -> None:
+def check_layers(layers: typing.Iterable[str], key: str | None = None) -> None:
+    """Raise a NeuralartError naming the first unknown layer, with a suggestion."""
     for name in layers:
         if name not in LAYER_NAMES:
-            raise NeuralartError(f"{key}: unknown layer {name!r}{_suggest(name, LAYER_NAMES)}")
+            hint = _suggest(name, LAYER_NAMES) or f"; known: {', '.join(LAYER_NAMES)}"
+            where = f"{key}: " if key else ""
+            raise NeuralartError(f"{where}unknown layer {name!r}{hint}")
 
 
 def expand_layers(value: tuple[str, ...] | str) -> tuple[str, ...]:
@@ -265,7 +268,7 @@ def validate(config: Config) -> Config:
     content_layers = expand_layers(config.content.layers)
     if not content_layers and config.content.weight > 0:
         raise NeuralartError("content.layers is empty; list at least one layer or set weight 0")
-    _check_layers(content_layers, "content.layers")
+    check_layers(content_layers, "content.layers")
     style = config.style
     if style.statistic == "mrf":
         if style.pairs is not None or style.blur or style.adjacent:
@@ -286,7 +289,7 @@ def validate(config: Config) -> Config:
         if not 0 <= getattr(style, key) <= 12:
             raise NeuralartError(f"style.{key} must be between 0 and 12")
     if style.pairs is None:
-        _check_layers(expand_layers(style.layers), "style.layers")
+        check_layers(expand_layers(style.layers), "style.layers")
         if not style.layers and style.weight > 0:
             raise NeuralartError("style.layers is empty; list at least one layer")
     elif isinstance(style.pairs, str):
@@ -297,12 +300,12 @@ def validate(config: Config) -> Config:
                 "'all-to-LAYER' (e.g. all-to-conv4_2) or a list of [layer, layer] pairs"
             )
         if pattern.startswith("all-to-"):
-            _check_layers([pattern.removeprefix("all-to-")], "style.pairs")
+            check_layers([pattern.removeprefix("all-to-")], "style.pairs")
     else:
         if not style.pairs:
             raise NeuralartError("style.pairs is an empty list")
         for pair in style.pairs:
-            _check_layers(pair, "style.pairs")
+            check_layers(pair, "style.pairs")
     if config.device not in ("auto", "cpu", "mps", "cuda") and not (
         config.device.startswith("cuda:") and config.device[5:].isdigit()
     ):

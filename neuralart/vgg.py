@@ -28,15 +28,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from neuralart.config import LAYER_NAMES, check_layers
 from neuralart.errors import NeuralartError
 
-LAYER_NAMES: tuple[str, ...] = (
-    "conv1_1", "conv1_2",
-    "conv2_1", "conv2_2",
-    "conv3_1", "conv3_2", "conv3_3", "conv3_4",
-    "conv4_1", "conv4_2", "conv4_3", "conv4_4",
-    "conv5_1", "conv5_2", "conv5_3", "conv5_4",
-)  # fmt: skip
 CHANNELS: dict[str, int] = {
     name: (64, 128, 256, 512, 512)[int(name[4]) - 1] for name in LAYER_NAMES
 }
@@ -50,19 +44,6 @@ _EMBEDDED_FILE = "vgg19_weights_tf_dim_ordering_tf_kernels_notop_q.bin"
 _EMBEDDED_FACTORS = "vgg19_embedded_norm_factors.pt"
 
 WeightDict = dict[str, tuple[Tensor, Tensor]]  # layer name -> (weight (O,I,3,3), bias (O,))
-
-
-def check_layer_names(names: Iterable[str], what: str = "layer") -> None:
-    """Raise a NeuralartError naming the first unknown layer, with a suggestion."""
-    import difflib
-
-    for name in names:
-        if name not in LAYER_INDEX:
-            close = difflib.get_close_matches(name, LAYER_NAMES, n=1)
-            hint = (
-                f"; did you mean {close[0]!r}?" if close else f"; known: {', '.join(LAYER_NAMES)}"
-            )
-            raise NeuralartError(f"unknown {what} {name!r}{hint}")
 
 
 @dataclass(frozen=True)
@@ -142,7 +123,7 @@ class VGG19Features(nn.Module):
     def forward(self, x: Tensor, layers: Iterable[str]) -> dict[str, Tensor]:
         """x: (B, 3, H, W) in the network's input space -> {layer: (B, C, h, w)}."""
         wanted = set(layers)
-        check_layer_names(wanted)
+        check_layers(wanted)
         deepest = max((LAYER_INDEX[n] for n in wanted), default=-1)
         out: dict[str, Tensor] = {}
         for i in range(deepest + 1):
