@@ -90,13 +90,48 @@ class StyleConfig:
     scales: int = 0
 
 
+# The automatic coarse-to-fine schedule halves the size until the first level's long edge
+# is at most this many pixels.
+AUTO_LEVEL_EDGE = 768
+
+
 @dataclass(frozen=True)
 class OptimizerConfig:
-    iterations: int = 500
+    """L-BFGS settings and the coarse-to-fine schedule.
+
+    ``levels``: coarse to fine, level i of L runs at size / 2^(L-1-i); ``auto`` picks as
+    many levels as it takes for the first to be at most AUTO_LEVEL_EDGE px long (one level
+    up to that size). ``iterations``: a number N runs N at the first level and half as
+    many at each finer one (a finer iteration costs four times as much); a list gives each
+    level's count, coarse to fine, and then also sets the number of levels.
+    """
+
+    iterations: int | tuple[int, ...] = 500
     history: int = 100
     learning_rate: float = 1.0
     init: str = "content"  # content | noise | path to an image
-    levels: int = 1  # coarse to fine: level i of L runs at size / 2^(L-1-i)
+    levels: int | Literal["auto"] = "auto"
+
+    def level_count(self, long_edge: int) -> int:
+        """The number of levels for an output of this long edge."""
+        if isinstance(self.iterations, tuple):
+            return len(self.iterations)
+        if self.levels != "auto":
+            return self.levels
+        count, edge = 1, float(long_edge)
+        while edge > AUTO_LEVEL_EDGE:
+            edge /= 2
+            count += 1
+        return count
+
+    def level_iterations(self, long_edge: int) -> tuple[int, ...]:
+        """The iterations of each level, coarse to fine, for an output of this long edge."""
+        if isinstance(self.iterations, tuple):
+            return self.iterations
+        n = self.iterations
+        return tuple(
+            max(1, round(n / 2**i)) if n else 0 for i in range(self.level_count(long_edge))
+        )
 
 
 @dataclass(frozen=True)
@@ -108,6 +143,7 @@ class Config:
     tv_weight: float = 0.0
     seed: int | None = None
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
+    precision: Literal["fp32", "bf16"] = "fp32"  # bf16: the network under autocast
     preserve_color: Literal["none", "luminance", "histogram"] = "none"
     max_pixels: int = 100_000_000  # input images above this many pixels are refused
     network: NetworkConfig = field(default_factory=NetworkConfig)
@@ -246,8 +282,17 @@ def validate(config: Config) -> Config:
         raise NeuralartError(f"size must be a positive number of pixels, got {config.size}")
     if config.max_pixels < 1:
         raise NeuralartError(f"max_pixels must be positive, got {config.max_pixels}")
-    if config.optimizer.iterations < 0:
-        raise NeuralartError(f"iterations must be 0 or more, got {config.optimizer.iterations}")
+    opt = config.optimizer
+    counts = opt.iterations if isinstance(opt.iterations, tuple) else (opt.iterations,)
+    if not counts or min(counts) < 0:
+        raise NeuralartError(
+            f"iterations must be 0 or more (one number, or one per level), got {opt.iterations}"
+        )
+    if isinstance(opt.iterations, tuple) and opt.levels not in ("auto", len(opt.iterations)):
+        raise NeuralartError(
+            f"{len(opt.iterations)} iteration counts were given for {opt.levels} levels; "
+            "give one per level, or one number"
+        )
     if config.optimizer.history < 1:
         raise NeuralartError(
             f"optimizer.history must be at least 1, got {config.optimizer.history}"
@@ -263,8 +308,8 @@ def validate(config: Config) -> Config:
             raise NeuralartError(f"{key} must be a finite number >= 0, got {value}")
     if config.seed is not None and not 0 <= config.seed < 2**63:
         raise NeuralartError(f"seed must be between 0 and 2**63-1, got {config.seed}")
-    if config.optimizer.levels < 1:
-        raise NeuralartError(f"optimizer.levels must be at least 1, got {config.optimizer.levels}")
+    if opt.levels != "auto" and not 1 <= opt.levels <= 8:
+        raise NeuralartError(f"levels must be auto or 1 to 8, got {opt.levels}")
     content_layers = expand_layers(config.content.layers)
     if not content_layers and config.content.weight > 0:
         raise NeuralartError("content.layers is empty; list at least one layer or set weight 0")

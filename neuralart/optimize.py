@@ -32,6 +32,17 @@ class StepEvent:
     level: int = 1
     levels: int = 1
     image: Tensor | None = None  # the picture this iteration evaluated (network space)
+    schedule: tuple[int, ...] = ()  # the iterations planned at every level, coarse to fine
+
+    @property
+    def completed(self) -> int:
+        """Iterations completed over all levels so far."""
+        return sum(self.schedule[: self.level - 1]) + self.iteration
+
+    @property
+    def total(self) -> int:
+        """Iterations planned over all levels."""
+        return sum(self.schedule) if self.schedule else self.iterations * self.levels
 
 
 @dataclass
@@ -50,10 +61,26 @@ class OptimizeResult:
 Callback = Callable[[StepEvent], None]
 
 
+def _read(
+    terms: dict[str, Tensor], total: Tensor, extra: Tensor | None
+) -> tuple[dict[str, float], float | None]:
+    """The terms, the total and ``extra`` as Python numbers, in one device-to-host copy.
+
+    On a GPU every ``float(tensor)`` waits for the device; reading all the numbers an
+    iteration reports at once keeps that to a single wait per iteration.
+    """
+    parts = [v.detach().to(total.dtype).reshape(()) for v in terms.values()]
+    parts.append(total.detach().reshape(()))
+    if extra is not None:
+        parts.append(extra.detach().to(total.dtype).reshape(()))
+    numbers = torch.stack(parts).tolist()
+    out = dict(zip(terms, numbers, strict=False))
+    out["total"] = numbers[len(terms)]
+    return out, (numbers[-1] if extra is not None else None)
+
+
 def _floats(terms: dict[str, Tensor], total: Tensor) -> dict[str, float]:
-    out = {k: float(v.detach()) for k, v in terms.items()}
-    out["total"] = float(total.detach())
-    return out
+    return _read(terms, total, None)[0]
 
 
 class LBFGS:
@@ -65,6 +92,10 @@ class LBFGS:
     PyTorch's L-BFGS scales that first step by 1 / Σ|g| instead, which on an image of
     a million values and a large loss makes it so small that the curvature pairs it
     yields are rounding noise, and the optimiser then crawls for hundreds of iterations.
+
+    Everything stays on the tensors' device. The one number the host needs (whether the
+    newest pair satisfies the curvature condition, yᵀs > 0) comes from :meth:`observe`,
+    so that a caller can read it together with the loss it reports anyway.
     """
 
     def __init__(self, history: int, learning_rate: float, first_step: float) -> None:
@@ -74,16 +105,34 @@ class LBFGS:
         self.pairs: deque[tuple[Tensor, Tensor, Tensor]] = deque(maxlen=history)  # s, y, 1/yᵀs
         self.prev_x: Tensor | None = None
         self.prev_g: Tensor | None = None
+        self._pending: tuple[Tensor, Tensor, Tensor] | None = None  # s, y, yᵀs at this point
 
-    def step(self, x: Tensor, g: Tensor) -> Tensor:
-        """The next point from the current point ``x`` and the gradient ``g`` there."""
+    def observe(self, x: Tensor, g: Tensor) -> Tensor | None:
+        """The newest curvature pair for point ``x`` with gradient ``g``: its yᵀs, on the
+        device (None at the first point). :meth:`step` at the same point uses it."""
+        if self.prev_x is None or self.prev_g is None:
+            self._pending = None
+            return None
+        s = x.reshape(-1) - self.prev_x
+        y = g.reshape(-1) - self.prev_g
+        ys = torch.dot(y, s)
+        self._pending = (s, y, ys)
+        return ys
+
+    def step(self, x: Tensor, g: Tensor, ys: float | None = None) -> Tensor:
+        """The next point from the current point ``x`` and the gradient ``g`` there.
+
+        ``ys``: the value of what :meth:`observe` returned for this point, if the caller
+        has read it already; otherwise :meth:`observe` runs here and its value is read.
+        """
         flat_x, flat_g = x.reshape(-1), g.reshape(-1)
-        if self.prev_x is not None and self.prev_g is not None:
-            s = flat_x - self.prev_x
-            y = flat_g - self.prev_g
-            ys = torch.dot(y, s)
-            if float(ys) > 1e-10:  # keep only pairs that satisfy the curvature condition
-                self.pairs.append((s, y, 1.0 / ys))
+        if ys is None:
+            pending = self.observe(x, g)
+            ys = None if pending is None else float(pending)
+        if self._pending is not None and ys is not None and ys > 1e-10:
+            s, y, ys_tensor = self._pending  # keep only pairs with positive curvature
+            self.pairs.append((s, y, 1.0 / ys_tensor))
+        self._pending = None
         q = -flat_g
         alphas = []
         for s, y, rho in reversed(self.pairs):
@@ -113,6 +162,7 @@ def run_lbfgs(
     callback: Callback | None = None,
     level: int = 1,
     levels: int = 1,
+    schedule: tuple[int, ...] = (),
 ) -> OptimizeResult:
     """Minimise ``objective`` over the image, starting from ``x0`` (network space).
 
@@ -139,7 +189,8 @@ def run_lbfgs(
             loss = objective.total(terms)
             (grad,) = torch.autograd.grad(loss, x)
             x = x.detach()
-            values = _floats(terms, loss)
+            curvature = optimizer.observe(x, grad)
+            values, ys = _read(terms, loss, curvature)  # the iteration's one host sync
             total = values["total"]
             if not math.isfinite(total):
                 stopped = f"the loss became {total} at iteration {i}; kept the best finite picture"
@@ -151,13 +202,23 @@ def run_lbfgs(
                 best_values, best_iteration = values, i - 1
             losses.append(total)
             evaluated = x
-            x = optimizer.step(x, grad)
+            x = optimizer.step(x, grad, ys)
             done = i
             if callback is not None:
                 terms_only = {k: v for k, v in values.items() if k != "total"}
                 elapsed = time.perf_counter() - start
                 callback(
-                    StepEvent(i, iterations, total, terms_only, elapsed, level, levels, evaluated)
+                    StepEvent(
+                        i,
+                        iterations,
+                        total,
+                        terms_only,
+                        elapsed,
+                        level,
+                        levels,
+                        evaluated,
+                        schedule,
+                    )
                 )
     except KeyboardInterrupt:  # Ctrl-C: stop here and hand back the best picture so far
         interrupted = True

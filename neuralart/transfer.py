@@ -69,6 +69,23 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def tune_device(device: torch.device) -> None:
+    """CUDA: let cuDNN pick the fastest convolution algorithms for each picture size, and
+    use TF32 tensor cores for float32 convolutions and matrix products where the GPU has
+    them (Ampere and later; a 10-bit mantissa in the products, float32 accumulation)."""
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+        torch.backends.cudnn.allow_tf32 = True
+        torch.backends.cuda.matmul.allow_tf32 = True
+
+
+def set_precision(network: VGG19Features, precision: str, device: torch.device) -> None:
+    """fp32, or bf16: the network's convolutions under bf16 autocast, statistics in fp32."""
+    if precision == "bf16" and device.type not in ("cuda", "cpu"):
+        raise NeuralartError(f"--precision bf16 runs on CUDA or the CPU, not on {device.type}")
+    network.compute_dtype = torch.bfloat16 if precision == "bf16" else None
+
+
 def load_network(config: Config, device: torch.device) -> VGG19Features:
     net = config.network
     return load_vgg19(net.weights, pooling=net.pooling, normalize=net.normalize, device=device)
@@ -108,6 +125,12 @@ def _load(path: str | os.PathLike[str], role: str, max_pixels: int) -> Image.Ima
 
 def network_device(network: VGG19Features) -> torch.device:
     return next(network.parameters()).device
+
+
+def schedule(config: Config, size: tuple[int, int]) -> list[tuple[tuple[int, int], int]]:
+    """((width, height), iterations) of each coarse-to-fine level for an output of ``size``."""
+    counts = config.optimizer.level_iterations(max(size))
+    return list(zip(level_sizes(size, len(counts)), counts, strict=True))
 
 
 def level_sizes(size: tuple[int, int], levels: int) -> list[tuple[int, int]]:
@@ -191,7 +214,8 @@ def transfer(
     """Stylise the content image with the style image(s) under ``config``.
 
     Without a content image (``content_path`` None) this synthesises a texture of
-    ``output_size`` (width, height) from noise. With ``optimizer.levels`` > 1 it works
+    ``output_size`` (width, height) from noise. With more than one level (see
+    :func:`schedule`; ``optimizer.levels``, automatic for large pictures) it works
     coarse to fine: each level starts from the previous result, upsampled, and its
     targets are recomputed at its size. Every ``frame_every`` iterations the picture is
     handed to ``frame_sink`` (intermediate frames). ``style_cache`` (a dict the caller
@@ -226,6 +250,8 @@ def transfer(
         content_full, style_full = _preserve_colour(config.preserve_color, content_full, style_full)
     if network is None:
         network = load_network(config, device)
+    tune_device(device)
+    set_precision(network, config.precision, device)
     conv = network.convention
     style_cfg = config.style
     if style_cfg.statistic == "mrf" and (style_cfg.rotations or style_cfg.scales):
@@ -248,7 +274,9 @@ def transfer(
             if callback is not None:
                 callback(event)
 
-    levels = level_sizes(final_size, config.optimizer.levels)
+    plan = schedule(config, final_size)
+    levels = [level_size for level_size, _ in plan]
+    counts = tuple(count for _, count in plan)
     _check_smallest_level(
         config, levels, final_size, [img.size for img in style_full], style_cfg.scale
     )
@@ -257,7 +285,7 @@ def transfer(
     iterations_done = 0
     setup = time.perf_counter() - started
     result = None
-    for index, (width, height) in enumerate(levels):
+    for index, ((width, height), count) in enumerate(plan):
         long_edge = max(width, height)
         content = None
         if content_full is not None:
@@ -295,13 +323,14 @@ def transfer(
         result = run_lbfgs(
             objective,
             x0,
-            iterations=config.optimizer.iterations,
+            iterations=count,
             history=config.optimizer.history,
             learning_rate=config.optimizer.learning_rate,
             first_step=FIRST_STEP_GREY_LEVELS * conv.pixel_scale() / 255.0,
             callback=step_callback,
             level=index + 1,
             levels=len(levels),
+            schedule=counts,
         )
         x = result.image
         iterations_done += result.iterations
@@ -326,6 +355,7 @@ def transfer(
     image = tensor_to_image(rgb)
     record: dict[str, Any] = {
         "device": str(device),
+        "precision": config.precision,
         "weights": network.source,
         "size": [image.width, image.height],
         "iterations": iterations_done,

@@ -112,6 +112,9 @@ class VGG19Features(nn.Module):
             in_channels = CHANNELS[name]
         self.convs = nn.ModuleList(convs)
         self._conv_list = convs  # typed view of self.convs
+        # bf16 runs the convolutions under autocast; the features handed out are float32
+        # either way, so the statistics and losses are always computed in float32.
+        self.compute_dtype: torch.dtype | None = None
         self.requires_grad_(False)
         self.eval()
 
@@ -121,9 +124,16 @@ class VGG19Features(nn.Module):
         return F.max_pool2d(x, kernel_size=2, stride=2)
 
     def forward(self, x: Tensor, layers: Iterable[str]) -> dict[str, Tensor]:
-        """x: (B, 3, H, W) in the network's input space -> {layer: (B, C, h, w)}."""
+        """x: (B, 3, H, W) in the network's input space -> {layer: (B, C, h, w)}, float32."""
         wanted = set(layers)
         check_layers(wanted)
+        if self.compute_dtype is None:
+            return self._run(x, wanted)
+        with torch.autocast(x.device.type, dtype=self.compute_dtype):
+            out = self._run(x, wanted)
+        return {name: f.float() for name, f in out.items()}
+
+    def _run(self, x: Tensor, wanted: set[str]) -> dict[str, Tensor]:
         deepest = max((LAYER_INDEX[n] for n in wanted), default=-1)
         out: dict[str, Tensor] = {}
         for i in range(deepest + 1):

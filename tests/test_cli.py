@@ -418,3 +418,40 @@ def test_batch_from_a_quoted_glob(tmp_path, content_path, style_path):
     ]
     with_o = runner.invoke(app, [*args, "-o", str(tmp_path / "one.png")])
     assert with_o.exit_code == 1 and "--out-dir" in error_line(with_o)
+
+
+def test_scales_and_per_level_iterations_from_the_command_line(tmp_path, content_path, style_path):
+    out = tmp_path / "levels.png"
+    args = ["transfer", str(content_path), str(style_path), "--size", "64", "--seed", "0"]
+    result = runner.invoke(app, [*args, "--scales", "2", "-n", "3,2", "--json", "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    record = read_metadata(out)["record"]
+    assert [level["size"] for level in record["levels"]] == [[32, 22], [64, 43]]
+    assert [level["iterations"] for level in record["levels"]] == [3, 2]
+    # One number: that many at the first level, half as many at the next.
+    result = runner.invoke(app, [*args, "--scales", "2", "-n", "4", "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    assert [lv["iterations"] for lv in read_metadata(out)["record"]["levels"]] == [4, 2]
+    # auto: one level at this size.
+    result = runner.invoke(app, [*args, "--scales", "auto", "-n", "2", "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    record = read_metadata(out)["record"]
+    assert "levels" not in record and record["iterations"] == 2
+    for bad, message in (
+        (["--scales", "two"], "--scales must be auto or a number"),
+        (["--scales", "3", "-n", "3,2"], "2 iteration counts were given for 3 levels"),
+        (["-n", "3,x"], "--iterations must be a whole number"),
+    ):
+        result = runner.invoke(app, [*args, *bad, "-o", str(out)])
+        assert result.exit_code == 1 and message in error_line(result)
+
+
+def test_bf16_precision_runs_and_is_recorded(tmp_path, content_path, style_path):
+    out = tmp_path / "bf16.png"
+    args = ["transfer", str(content_path), str(style_path), "--size", "48", "-n", "3"]
+    result = runner.invoke(app, [*args, "--precision", "bf16", "--device", "cpu", "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    meta = read_metadata(out)
+    assert meta["config"]["precision"] == "bf16" and meta["record"]["precision"] == "bf16"
+    losses = meta["record"]["final_losses"]
+    assert losses["total"] < meta["record"]["initial_losses"]["total"]

@@ -104,3 +104,38 @@ def test_merge_is_nested():
         "a": {"b": 5, "c": 2},
         "d": 1,
     }
+
+
+@pytest.mark.parametrize(
+    ("optimizer", "edge", "counts"),
+    [
+        ({}, 512, (500,)),  # auto: one level up to 768 px
+        ({}, 768, (500,)),
+        ({}, 1024, (500, 250)),  # 512, then 1024
+        ({}, 2048, (500, 250, 125)),  # 512, 1024, 2048
+        ({"iterations": 7, "levels": 3}, 256, (7, 4, 2)),
+        ({"iterations": 0}, 2048, (0, 0, 0)),
+        ({"iterations": [30, 20, 10]}, 256, (30, 20, 10)),  # a list sets the levels
+        ({"iterations": [30, 20], "levels": 2}, 4000, (30, 20)),
+        ({"levels": 1}, 4000, (500,)),
+    ],
+)
+def test_schedule_levels_and_iterations(optimizer, edge, counts):
+    config = config_from_dict({"optimizer": optimizer})
+    assert config.optimizer.level_iterations(edge) == counts
+    assert config.optimizer.level_count(edge) == len(counts)
+
+
+@pytest.mark.parametrize(
+    ("optimizer", "message"),
+    [
+        ({"iterations": [30, 20], "levels": 3}, "2 iteration counts were given for 3 levels"),
+        ({"iterations": [30, -1]}, "iterations must be 0 or more"),
+        ({"iterations": []}, "iterations must be 0 or more"),
+        ({"levels": 0}, "levels must be auto or 1 to 8"),
+        ({"levels": "many"}, "optimizer.levels must be"),
+    ],
+)
+def test_bad_schedules_are_refused(optimizer, message):
+    with pytest.raises(NeuralartError, match=message):
+        config_from_dict({"optimizer": optimizer})

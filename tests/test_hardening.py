@@ -169,7 +169,7 @@ def test_unusual_but_valid_images_are_accepted(tmp_path, style_path, kind, warni
     ("args", "message"),
     [
         (["--size", "0"], "size must be a positive"),
-        (["-n", "-1"], "iterations must be 0 or more"),
+        (["-n", "-1"], "--iterations must be a whole number of 0 or more"),
         (["--style-weight", "-1"], "style.weight must be a finite number >= 0"),
         (["--tv-weight", "-0.5"], "tv_weight must be a finite number >= 0"),
         (["--style-blend", "1,2"], "2 weights but there are 1 style images"),

@@ -136,9 +136,11 @@ def test_a_yaml_variant_runs_without_code(tmp_path, network, content_path, style
 def test_cnn_mrf_runs_its_three_levels_coarse_to_fine(content_path, style_path):
     from neuralart.transfer import NetworkCache
 
-    config, _ = resolve("cnn-mrf", {"size": 160, "optimizer": {"iterations": 3}, "seed": 0})
+    preset, _ = resolve("cnn-mrf", {})
+    assert preset.optimizer.iterations == (100, 100, 100) and preset.optimizer.levels == 3
+    config, _ = resolve("cnn-mrf", {"size": 160, "optimizer": {"iterations": [3, 3, 3]}, "seed": 0})
     assert config.network.pooling == "max" and not config.network.normalize
-    assert config.optimizer.levels == 3 and config.optimizer.history == 25
+    assert config.optimizer.history == 25
     assert config.style.statistic == "mrf" and config.style.layers == ("conv3_1", "conv4_1")
     events = []
     network = NetworkCache(torch.device("cpu")).get(config)
@@ -150,6 +152,7 @@ def test_cnn_mrf_runs_its_three_levels_coarse_to_fine(content_path, style_path):
         (lv, i) for lv in (1, 2, 3) for i in (1, 2, 3)
     ]
     assert all(e.levels == 3 for e in events)
+    assert [e.completed for e in events] == list(range(1, 10)) and events[0].total == 9
 
 
 def test_texture_without_content_has_the_requested_size(network, style_path):

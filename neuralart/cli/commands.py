@@ -21,6 +21,8 @@ from neuralart.cli.running import (
     default_output,
     overrides,
     parse_blend,
+    parse_iterations,
+    parse_scales,
     parse_size,
     run_and_save,
     run_batch,
@@ -83,7 +85,13 @@ PresetOpt = Annotated[
 ]
 
 IterationsOpt = Annotated[
-    int | None, typer.Option("--iterations", "-n", help="L-BFGS iterations (per level).")
+    str | None,
+    typer.Option(
+        "--iterations",
+        "-n",
+        help="L-BFGS iterations: N at the first level and half as many at each finer one, "
+        "or one count per level (e.g. 300,100) [default: the preset's, 500].",
+    ),
 ]
 
 TvOpt = Annotated[float | None, typer.Option(help="Weight of total variation.")]
@@ -94,12 +102,32 @@ DeviceOpt = Annotated[
     str | None, typer.Option(help="auto (cuda, then mps, then cpu), cpu, cuda[:N] or mps.")
 ]
 
+
+class Precision(str, Enum):
+    fp32 = "fp32"
+    bf16 = "bf16"
+
+
+PrecisionOpt = Annotated[
+    Precision | None,
+    typer.Option(
+        help="fp32 (TF32 tensor cores on CUDA), or bf16: the network in bfloat16, "
+        "statistics in float32 [default: fp32]."
+    ),
+]
+
 WeightsOpt = Annotated[
     str | None, typer.Option(help="VGG-19 weights: embedded, torchvision, or a .pth file.")
 ]
 
 LevelsOpt = Annotated[
-    int | None, typer.Option(help="Coarse-to-fine levels (each at twice the size).")
+    str | None,
+    typer.Option(
+        "--scales",
+        "--levels",
+        help="Coarse-to-fine levels, each at twice the size of the one before: a number, "
+        "or auto (halve until the first is at most 768 px) [default: auto].",
+    ),
 ]
 
 RotationsOpt = Annotated[
@@ -156,6 +184,7 @@ def transfer(
     ] = None,
     seed: SeedOpt = None,
     device: DeviceOpt = None,
+    precision: PrecisionOpt = None,
     weights: WeightsOpt = None,
     pooling: Annotated[Pooling | None, typer.Option(help="Pooling between blocks.")] = None,
     normalize: Annotated[
@@ -196,17 +225,18 @@ def transfer(
             preset,
             overrides(
                 size=size,
-                iterations=iterations,
+                iterations=parse_iterations(iterations) if iterations is not None else None,
                 style_weight=style_weight,
                 content_weight=content_weight,
                 tv_weight=tv_weight,
                 init=init,
                 seed=seed,
                 device=device,
+                precision=precision,
                 weights=weights,
                 pooling=pooling,
                 normalize=normalize,
-                levels=levels,
+                scales=parse_scales(levels) if levels is not None else None,
                 mrf_rotations=mrf_rotations,
                 mrf_scales=mrf_scales,
                 style_blend=parse_blend(style_blend) if style_blend is not None else None,
@@ -253,6 +283,7 @@ def compare(
     iterations: IterationsOpt = None,
     seed: SeedOpt = None,
     device: DeviceOpt = None,
+    precision: PrecisionOpt = None,
     columns: Annotated[int, typer.Option(min=1, help="Pictures per row of the sheet.")] = 4,
     quiet: QuietOpt = False,
     as_json: Annotated[
@@ -270,7 +301,13 @@ def compare(
             names = [name.strip() for name in presets.split(",") if name.strip()]
             if not names:
                 raise NeuralartError("--presets names no preset")
-        flags = overrides(size=size, iterations=iterations, seed=seed, device=device)
+        flags = overrides(
+            size=size,
+            iterations=parse_iterations(iterations) if iterations is not None else None,
+            seed=seed,
+            device=device,
+            precision=precision,
+        )
         resolved = [resolve(name, flags) for name in names]  # every preset checked first
         check_inputs(content, style)
         out_path = output if output is not None else default_output(content, style, "compare")
@@ -286,7 +323,7 @@ def compare(
 
             def on_start(index: int, config: Config) -> None:
                 label = f"{names[index]} ({index + 1}/{len(names)})"
-                progress.begin(label, config.optimizer.iterations * config.optimizer.levels)
+                progress.begin(label, sum(config.optimizer.level_iterations(config.size)))
 
             results = run_compare(
                 content, style, configs, device=dev, on_start=on_start, callback=progress
@@ -332,6 +369,7 @@ def texture(
     tv_weight: TvOpt = None,
     seed: SeedOpt = None,
     device: DeviceOpt = None,
+    precision: PrecisionOpt = None,
     weights: WeightsOpt = None,
     levels: LevelsOpt = None,
     mrf_rotations: RotationsOpt = None,
@@ -346,12 +384,13 @@ def texture(
         config, provenance = resolve(
             preset,
             overrides(
-                iterations=iterations,
+                iterations=parse_iterations(iterations) if iterations is not None else None,
                 tv_weight=tv_weight,
                 seed=seed,
                 device=device,
+                precision=precision,
                 weights=weights,
-                levels=levels,
+                scales=parse_scales(levels) if levels is not None else None,
                 mrf_rotations=mrf_rotations,
                 mrf_scales=mrf_scales,
             ),

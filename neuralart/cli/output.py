@@ -51,7 +51,7 @@ def user_errors() -> Iterator[None]:
         if not isinstance(exc, MemoryError) and not any(m in text for m in _OUT_OF_MEMORY):
             raise
         error(
-            "out of memory: try a smaller --size, coarse to fine (--levels 2 or 3), "
+            "out of memory: try a smaller --size, coarse to fine (--scales 2 or 3), "
             "fewer or shallower style layers, or --device cpu"
         )
         raise typer.Exit(1) from None
@@ -122,8 +122,8 @@ class Progress:
         if self.bar is not None:
             self.bar.update(
                 self.task,
-                completed=(event.level - 1) * event.iterations + event.iteration,
-                total=event.iterations * event.levels,
+                completed=event.completed,
+                total=event.total,
                 description=desc,
                 loss=f"{event.loss:.4g}",
                 rate=f"{rate:.2f}",

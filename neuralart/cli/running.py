@@ -32,12 +32,13 @@ def overrides(**flags: Any) -> dict[str, Any]:
         "init": ("optimizer", "init"),
         "seed": ("seed",),
         "device": ("device",),
+        "precision": ("precision",),
         "weights": ("network", "weights"),
         "pooling": ("network", "pooling"),
         "normalize": ("network", "normalize"),
         "mrf_rotations": ("style", "rotations"),
         "mrf_scales": ("style", "scales"),
-        "levels": ("optimizer", "levels"),
+        "scales": ("optimizer", "levels"),
         "style_blend": ("style", "blend"),
         "style_scale": ("style", "scale"),
         "preserve_color": ("preserve_color",),
@@ -167,7 +168,8 @@ def run_and_save(
     dev = pick_device(config.device) if network is None else None
     label = "optimising" if content is not None else "synthesising"
     with reported_warnings(quiet), Progress(quiet or as_json) as progress:
-        progress.begin(label, config.optimizer.iterations * config.optimizer.levels)
+        long_edge = max(output_size) if output_size is not None else config.size
+        progress.begin(label, sum(config.optimizer.level_iterations(long_edge)))
         result = run_transfer(
             content,
             style,
@@ -176,7 +178,7 @@ def run_and_save(
             callback=progress,
             output_size=output_size,
             frame_every=frames[0] if frames else 0,
-            frame_sink=frame_writer(frames[1], config.optimizer.levels) if frames else None,
+            frame_sink=frame_writer(frames[1]) if frames else None,
             network=network,
             style_cache=style_cache,
         )
@@ -204,12 +206,12 @@ def run_and_save(
         typer.echo(f"wrote {written} ({seconds:.1f} s, device {result.record['device']})")
 
 
-def frame_writer(folder: Path, levels: int) -> Callable[[StepEvent, Any], None]:
+def frame_writer(folder: Path) -> Callable[[StepEvent, Any], None]:
     """Save each frame as folder/frame-NNNNN.png (frame-LL-NNNNN.png with levels)."""
     from neuralart.images import save_image
 
     def write(event: StepEvent, image: Any) -> None:
-        level = f"{event.level:02d}-" if levels > 1 else ""
+        level = f"{event.level:02d}-" if event.levels > 1 else ""
         save_image(image, folder / f"frame-{level}{event.iteration:05d}.png")
 
     return write
@@ -258,6 +260,32 @@ def parse_blend(text: str) -> list[float]:
     except ValueError:
         raise NeuralartError(
             f"--style-blend must be numbers separated by commas, e.g. 0.7,0.3; got {text!r}"
+        ) from None
+
+
+def parse_iterations(text: str) -> int | list[int]:
+    """``500`` -> 500; ``300,100`` -> [300, 100] (one count per coarse-to-fine level)."""
+    try:
+        numbers = [int(part) for part in text.split(",")]
+    except ValueError:
+        numbers = []
+    if not numbers or min(numbers) < 0:
+        raise NeuralartError(
+            "--iterations must be a whole number of 0 or more, or one per level like 300,100; "
+            f"got {text!r}"
+        )
+    return numbers[0] if len(numbers) == 1 else numbers
+
+
+def parse_scales(text: str) -> int | str:
+    """``auto`` or a number of coarse-to-fine levels."""
+    if text.strip().lower() == "auto":
+        return "auto"
+    try:
+        return int(text)
+    except ValueError:
+        raise NeuralartError(
+            f"--scales must be auto or a number of levels (1 = one size only), got {text!r}"
         ) from None
 
 

