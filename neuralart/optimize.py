@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import math
 import time
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -86,26 +85,50 @@ def _floats(terms: dict[str, Tensor], total: Tensor) -> dict[str, float]:
 class LBFGS:
     """Limited-memory BFGS with a fixed step: no line search, one gradient per step.
 
-    The usual two-loop recursion over the last ``history`` curvature pairs, scaled by
-    sᵀy / yᵀy of the newest pair. The very first step has no curvature to go on; it is
-    a gradient step whose largest component moves ``first_step`` (in the units of x).
-    PyTorch's L-BFGS scales that first step by 1 / Σ|g| instead, which on an image of
-    a million values and a large loss makes it so small that the curvature pairs it
-    yields are rounding noise, and the optimiser then crawls for hundreds of iterations.
+    The search direction is −H·g with H the L-BFGS inverse-Hessian estimate from the last
+    ``history`` curvature pairs (s, y) and H₀ = γI, γ = sᵀy / yᵀy of the newest pair. The
+    very first step has no curvature to go on; it is a gradient step whose largest
+    component moves ``first_step`` (in the units of x). PyTorch's L-BFGS scales that
+    first step by 1 / Σ|g| instead, which on an image of a million values and a large
+    loss makes it so small that the curvature pairs it yields are rounding noise, and the
+    optimiser then crawls for hundreds of iterations.
+
+    H·g is computed in the compact form of Byrd, Nocedal & Schnabel (1994),
+    H·g = γg + Sᵀp − γYᵀr, with r = R⁻¹Sg and p = R⁻ᵀ((D + γYYᵀ)r − γYg), where the
+    rows of S and Y are the pairs (oldest first), R the upper triangle of SYᵀ and D its
+    diagonal. It gives the same direction as the usual two-loop recursion, but in a
+    handful of matrix products over the stored pairs instead of four vector operations
+    per pair: about ten kernel launches per step instead of nine hundred with a history
+    of 100, which on a GPU is most of an iteration's cost. The pairs live in two
+    preallocated (history × n) buffers filled as a ring; the small k × k algebra runs in
+    float64 (float32 on MPS).
 
     Everything stays on the tensors' device. The one number the host needs (whether the
     newest pair satisfies the curvature condition, yᵀs > 0) comes from :meth:`observe`,
     so that a caller can read it together with the loss it reports anyway.
     """
 
-    def __init__(self, history: int, learning_rate: float, first_step: float) -> None:
+    def __init__(
+        self, history: int, learning_rate: float, first_step: float, capacity: int | None = None
+    ) -> None:
         self.history = history
         self.learning_rate = learning_rate
         self.first_step = first_step
-        self.pairs: deque[tuple[Tensor, Tensor, Tensor]] = deque(maxlen=history)  # s, y, 1/yᵀs
+        # No more pairs than steps can be stored: a short run allocates less.
+        self.slots = max(1, min(history, capacity)) if capacity is not None else history
+        self.s_rows: Tensor | None = None  # (slots, n): s of each stored pair, by slot
+        self.y_rows: Tensor | None = None
+        self.sy: Tensor | None = None  # (slots, slots): s_i · y_j, by slot
+        self.yy: Tensor | None = None  # (slots, slots): y_i · y_j, by slot
+        self.order: list[int] = []  # the slots in use, oldest pair first
         self.prev_x: Tensor | None = None
         self.prev_g: Tensor | None = None
         self._pending: tuple[Tensor, Tensor, Tensor] | None = None  # s, y, yᵀs at this point
+
+    @property
+    def pairs(self) -> int:
+        """How many curvature pairs are stored."""
+        return len(self.order)
 
     def observe(self, x: Tensor, g: Tensor) -> Tensor | None:
         """The newest curvature pair for point ``x`` with gradient ``g``: its yᵀs, on the
@@ -119,6 +142,22 @@ class LBFGS:
         self._pending = (s, y, ys)
         return ys
 
+    def _store(self, s: Tensor, y: Tensor) -> int:
+        """Put a pair in the next slot (the oldest pair's once all are used)."""
+        if self.s_rows is None:
+            n = s.numel()
+            self.s_rows = s.new_zeros(self.slots, n)
+            self.y_rows = s.new_zeros(self.slots, n)
+            small = torch.float32 if s.device.type == "mps" else torch.float64
+            self.sy = s.new_zeros(self.slots, self.slots, dtype=small)
+            self.yy = s.new_zeros(self.slots, self.slots, dtype=small)
+        assert self.y_rows is not None
+        slot = len(self.order) if len(self.order) < self.slots else self.order.pop(0)
+        self.s_rows[slot].copy_(s)
+        self.y_rows[slot].copy_(y)
+        self.order.append(slot)
+        return slot
+
     def step(self, x: Tensor, g: Tensor, ys: float | None = None) -> Tensor:
         """The next point from the current point ``x`` and the gradient ``g`` there.
 
@@ -129,26 +168,50 @@ class LBFGS:
         if ys is None:
             pending = self.observe(x, g)
             ys = None if pending is None else float(pending)
+        slot = None
         if self._pending is not None and ys is not None and ys > 1e-10:
-            s, y, ys_tensor = self._pending  # keep only pairs with positive curvature
-            self.pairs.append((s, y, 1.0 / ys_tensor))
+            s, y, _ = self._pending  # keep only pairs with positive curvature
+            slot = self._store(s, y)
         self._pending = None
-        q = -flat_g
-        alphas = []
-        for s, y, rho in reversed(self.pairs):
-            a = rho * torch.dot(s, q)
-            q = q - a * y
-            alphas.append(a)
-        if self.pairs:
-            s, y, _ = self.pairs[-1]
-            q = q * (torch.dot(s, y) / torch.dot(y, y))
+        if not self.order:
+            direction = -flat_g * (self.first_step / flat_g.abs().max().clamp_min(1e-20))
         else:
-            q = q * (self.first_step / flat_g.abs().max().clamp_min(1e-20))
-        for (s, y, rho), a in zip(self.pairs, reversed(alphas), strict=True):
-            b = rho * torch.dot(y, q)
-            q = q + (a - b) * s
+            direction = -self._times_h(flat_g, slot)
         self.prev_x, self.prev_g = flat_x.clone(), flat_g.clone()
-        return (flat_x + self.learning_rate * q).view_as(x)
+        return (flat_x + self.learning_rate * direction).view_as(x)
+
+    def _times_h(self, g: Tensor, new_slot: int | None) -> Tensor:
+        """H·g in the compact form; ``new_slot``: the slot just filled, if any."""
+        assert self.s_rows is not None and self.y_rows is not None
+        assert self.sy is not None and self.yy is not None
+        k = len(self.order)
+        s_rows, y_rows = self.s_rows[:k], self.y_rows[:k]
+        small = self.sy.dtype
+        if new_slot is not None:  # one pass over each buffer gives S·g and S·y_new alike
+            both = torch.stack((g, self.y_rows[new_slot]), dim=1)  # (n, 2)
+            s_both, y_both = (s_rows @ both).to(small), (y_rows @ both).to(small)
+            self.sy[:k, new_slot] = s_both[:, 1]
+            self.yy[:k, new_slot] = y_both[:, 1]
+            self.yy[new_slot, :k] = y_both[:, 1]
+            s_g, y_g = s_both[:, 0], y_both[:, 0]
+        else:
+            s_g, y_g = (s_rows @ g).to(small), (y_rows @ g).to(small)
+        order = torch.tensor(self.order, device=g.device)
+        sy = self.sy[order][:, order]  # oldest first
+        yy = self.yy[order][:, order]
+        newest = self.order[-1]
+        gamma = self.sy[newest, newest] / self.yy[newest, newest]
+        upper = torch.triu(sy)
+        r = torch.linalg.solve_triangular(upper, s_g[order].unsqueeze(1), upper=True)
+        rhs = (
+            torch.diagonal(sy).unsqueeze(1) * r + gamma * (yy @ r) - gamma * y_g[order].unsqueeze(1)
+        )
+        p = torch.linalg.solve_triangular(upper.T, rhs, upper=False)
+        coef_s = torch.zeros_like(s_g).index_copy_(0, order, p[:, 0])
+        coef_y = torch.zeros_like(y_g).index_copy_(0, order, -gamma * r[:, 0])
+        hg = g * gamma.to(g.dtype)
+        hg = hg + s_rows.T @ coef_s.to(g.dtype) + y_rows.T @ coef_y.to(g.dtype)
+        return hg
 
 
 def run_lbfgs(
@@ -169,7 +232,7 @@ def run_lbfgs(
     ``first_step`` is the largest change of any value in the first iteration, in the
     units of x.
     """
-    optimizer = LBFGS(history, learning_rate, first_step)
+    optimizer = LBFGS(history, learning_rate, first_step, capacity=iterations)
     x = x0.detach().clone()
     start = time.perf_counter()
     initial: dict[str, float] = {}

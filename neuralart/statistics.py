@@ -64,11 +64,9 @@ def gram(features: Tensor, shift: float = 0.0) -> Tensor:
     b, c, h, w = features.shape
     m = h * w
     f = features.reshape(b, c, m)  # (B, C, M)
-    g = f @ f.transpose(1, 2)  # (B, C, C)
     if shift:
-        r = f.sum(dim=2)  # (B, C) row sums
-        g = g + shift * (r.unsqueeze(2) + r.unsqueeze(1)) + (shift * shift * m)
-    return g / m
+        f = f + shift
+    return (f @ f.transpose(1, 2)) / m  # (B, C, C)
 
 
 def cross_gram(a: Tensor, b: Tensor, shift: float = 0.0, blur: bool = False) -> Tensor:
@@ -81,19 +79,15 @@ def cross_gram(a: Tensor, b: Tensor, shift: float = 0.0, blur: bool = False) -> 
     if small[0] > big[0] or small[1] > big[1]:
         raise ValueError("cross_gram: the first map must be the larger one")
     m = big[0] * big[1]
-    # F_a · (blur(up(F_b)))ᵀ = up*(blur(F_a)) · F_bᵀ, formed on the small grid.
-    a_small = upsample_adjoint(box_blur(a) if blur else a, small)  # (B, C_a, h, w)
     bsz, ca = a.shape[:2]
     cb = b.shape[1]
-    fb = b.reshape(bsz, cb, -1)  # (B, C_b, h·w)
-    g = a_small.reshape(bsz, ca, -1) @ fb.transpose(1, 2)  # (B, C_a, C_b)
+    shifted = a + shift if shift else a
+    # (F_a + s)·(blur(up(F_b)))ᵀ = up*(blur(F_a + s))·F_bᵀ, formed on the small grid;
+    # and (F_a + s)·(s·1)ᵀ = s·(row sums of F_a + s), the same for every column.
+    a_small = upsample_adjoint(box_blur(shifted) if blur else shifted, small)  # (B, C_a, h, w)
+    g = a_small.reshape(bsz, ca, -1) @ b.reshape(bsz, cb, -1).transpose(1, 2)  # (B, C_a, C_b)
     if shift:
-        r_a = a.sum(dim=(2, 3))  # (B, C_a): row sums of F_a
-        # Row sums of blur(up(F_b)) = F_b weighted by up*(blur(1)).
-        ones = a.new_ones(1, 1, *big)
-        weight = upsample_adjoint(box_blur(ones) if blur else ones, small)  # (1, 1, h, w)
-        r_b = (fb * weight.reshape(1, 1, -1)).sum(dim=2)  # (B, C_b)
-        g = g + shift * (r_a.unsqueeze(2) + r_b.unsqueeze(1)) + (shift * shift * m)
+        g = g + shift * shifted.sum(dim=(2, 3)).unsqueeze(2)
     return g / m
 
 

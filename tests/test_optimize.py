@@ -46,12 +46,12 @@ def test_history_is_bounded_and_bad_pairs_are_skipped():
     x = torch.zeros(2)
     for k in range(6):
         x = opt.step(x, x - torch.tensor([1.0, 2.0]) * (k + 1))
-    assert len(opt.pairs) <= 3
+    assert opt.pairs <= 3
     opt2 = LBFGS(history=3, learning_rate=1.0, first_step=1.0)
     opt2.step(torch.zeros(2), torch.ones(2))
     opt2.step(torch.ones(2), torch.ones(2) * 2)  # yᵀs = 2 > 0: kept
     opt2.step(torch.zeros(2), torch.ones(2) * 3)  # yᵀs = -2 < 0: skipped
-    assert len(opt2.pairs) == 1
+    assert opt2.pairs == 1
 
 
 def test_the_returned_picture_is_the_best_one_evaluated():
@@ -101,3 +101,63 @@ def test_ctrl_c_returns_the_best_picture_so_far():
     assert result.interrupted and result.iterations == 4
     assert result.stopped == "interrupted after 4 iterations"
     assert result.final["total"] == min(result.history) < result.history[0]
+
+
+class _TwoLoop:
+    """Reference L-BFGS: the textbook two-loop recursion over a list of pairs."""
+
+    def __init__(self, history: int, first_step: float) -> None:
+        self.history, self.first_step = history, first_step
+        self.pairs: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+        self.prev: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def step(self, x: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+        if self.prev is not None:
+            s, y = x - self.prev[0], g - self.prev[1]
+            if float(y @ s) > 1e-10:
+                self.pairs = [*self.pairs, (s, y, 1.0 / (y @ s))][-self.history :]
+        self.prev = (x.clone(), g.clone())
+        if not self.pairs:
+            return x - g * (self.first_step / g.abs().max())
+        q, alphas = -g, []
+        for s, y, rho in reversed(self.pairs):
+            alphas.append(rho * (s @ q))
+            q = q - alphas[-1] * y
+        s, y, _ = self.pairs[-1]
+        q = q * ((s @ y) / (y @ y))
+        for (s, y, rho), a in zip(self.pairs, reversed(alphas), strict=True):
+            q = q + (a - rho * (y @ q)) * s
+        return x + q
+
+
+def test_compact_form_gives_the_two_loop_direction():
+    """Same iterates as the two-loop recursion on a non-quadratic problem, through the
+    ring buffer wrapping around several times and pairs being skipped."""
+    gen = torch.Generator().manual_seed(3)
+    n = 40
+    a = torch.randn(n, n, generator=gen, dtype=torch.float64)
+    a = a @ a.T / n + torch.eye(n, dtype=torch.float64)
+    c = torch.randn(n, generator=gen, dtype=torch.float64)
+
+    def grad(x: torch.Tensor) -> torch.Tensor:  # of ½xᵀAx − cᵀx + ¼Σx⁴ + 3Σcos(2x)
+        return a @ x - c + x.pow(3) - 6 * torch.sin(2 * x)
+
+    ours, ref = LBFGS(history=4, learning_rate=1.0, first_step=0.3), _TwoLoop(4, 0.3)
+    x_ours = x_ref = torch.zeros(n, dtype=torch.float64)
+    skipped = 0
+    for _ in range(25):
+        g_ours, g_ref = grad(x_ours), grad(x_ref)
+        before = ours.pairs
+        x_ours, x_ref = ours.step(x_ours, g_ours), ref.step(x_ref, g_ref)
+        skipped += ours.pairs == before and before > 0
+        torch.testing.assert_close(x_ours, x_ref, rtol=1e-9, atol=1e-9)
+    assert skipped > 0  # the non-convex term made some pairs fail the curvature test
+    assert ours.pairs == 4 and ours.s_rows is not None and ours.s_rows.shape == (4, n)
+
+
+def test_short_runs_allocate_only_the_pairs_they_can_use():
+    opt = LBFGS(history=100, learning_rate=1.0, first_step=1.0, capacity=3)
+    x = torch.zeros(10)
+    for _ in range(5):
+        x = opt.step(x, x.pow(3) + x - torch.arange(10.0))
+    assert opt.pairs == 3 and opt.s_rows is not None and opt.s_rows.shape == (3, 10)
