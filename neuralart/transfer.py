@@ -28,6 +28,7 @@ from neuralart.images import (
     tensor_to_image,
 )
 from neuralart.losses import Objective, StyleState
+from neuralart.memory import check_memory
 from neuralart.optimize import Callback, StepEvent, run_lbfgs
 from neuralart.vgg import VGG19Features, load_vgg19
 
@@ -224,6 +225,7 @@ def transfer(
         if content_full is None:
             raise NeuralartError("--preserve-color needs a content image (not for textures)")
         content_full, style_full = _preserve_colour(config.preserve_color, content_full, style_full)
+    check_memory(config, final_size, device)  # the largest level, before the network loads
     if network is None:
         network = load_network(config, device)
     conv = network.convention
