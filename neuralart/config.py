@@ -39,7 +39,8 @@ LAYER_NAMES: tuple[str, ...] = (
 
 Weighting = Literal["uniform", "geometric"]
 Pooling = Literal["average", "max"]
-Statistic = Literal["gram", "mrf"]
+Statistic = Literal["gram", "mrf", "content-aware", "gram-cube"]
+GradientWeighting = Literal["none", "mask", "amplify"]
 
 
 @dataclass(frozen=True)
@@ -66,6 +67,13 @@ class StyleConfig:
     ``statistic: mrf`` matches patches of each listed layer instead (CNN-MRF):
     ``patch_size`` × ``patch_size`` patches on a ``patch_stride`` grid, with
     ``rotations`` and ``scales`` extra copies of the style image on each side.
+    ``statistic: content-aware`` weights each layer's Gram by every channel of the same
+    image's ``content_layer`` (paper §4.4); ``statistic: gram-cube`` matches
+    Σ_p F_ip F_jp F_kp (§4.5).
+    ``gradient_weighting``: ``mask`` multiplies the style gradient reaching each style
+    map by a mask of the content image's top activations (the fraction kept per layer:
+    ``mask_keep``, ``[layer, fraction]`` pairs over the paper's defaults), ``amplify`` by
+    the content image's activations to the power ``amplify_power`` (§4.1-§4.2).
     """
 
     statistic: Statistic = "gram"
@@ -88,7 +96,17 @@ class StyleConfig:
     patch_stride: int = 2
     rotations: int = 0
     scales: int = 0
+    content_layer: str = "conv4_2"  # content-aware: the "types of content" layer
+    gradient_weighting: GradientWeighting = "none"
+    mask_keep: tuple[tuple[str, float], ...] = ()  # [layer, fraction] over the defaults
+    amplify_power: float = 1.0
 
+
+# history: auto keeps up to AUTO_HISTORY L-BFGS steps, fewer where that many would take
+# more than HISTORY_BYTES (two float32 vectors of the picture's size per step): 100 up to
+# about 0.9 megapixels (1024x768), 28 at 2048x1536.
+AUTO_HISTORY = 100
+HISTORY_BYTES = 2 << 30
 
 # The automatic coarse-to-fine schedule halves the size until the first level's long edge
 # is at most this many pixels.
@@ -107,7 +125,7 @@ class OptimizerConfig:
     """
 
     iterations: int | tuple[int, ...] = 500
-    history: int = 100
+    history: int | Literal["auto"] = "auto"
     learning_rate: float = 1.0
     init: str = "content"  # content | noise | path to an image
     levels: int | Literal["auto"] = "auto"
@@ -123,6 +141,12 @@ class OptimizerConfig:
             edge /= 2
             count += 1
         return count
+
+    def history_for(self, values: int) -> int:
+        """The L-BFGS steps remembered for a picture of ``values`` numbers (3·W·H)."""
+        if self.history != "auto":
+            return self.history
+        return max(5, min(AUTO_HISTORY, HISTORY_BYTES // (2 * 4 * values)))
 
     def level_iterations(self, long_edge: int) -> tuple[int, ...]:
         """The iterations of each level, coarse to fine, for an output of this long edge."""
@@ -293,10 +317,8 @@ def validate(config: Config) -> Config:
             f"{len(opt.iterations)} iteration counts were given for {opt.levels} levels; "
             "give one per level, or one number"
         )
-    if config.optimizer.history < 1:
-        raise NeuralartError(
-            f"optimizer.history must be at least 1, got {config.optimizer.history}"
-        )
+    if opt.history != "auto" and opt.history < 1:
+        raise NeuralartError(f"optimizer.history must be auto or at least 1, got {opt.history}")
     if config.optimizer.learning_rate <= 0:
         raise NeuralartError("optimizer.learning_rate must be positive")
     for key, value in (
@@ -324,6 +346,7 @@ def validate(config: Config) -> Config:
         for key in ("patch_size", "patch_stride"):
             if getattr(style, key) < 1:
                 raise NeuralartError(f"style.{key} must be at least 1")
+    _validate_experimental(style)
     if style.blend is not None and (min(style.blend, default=0) < 0 or sum(style.blend) <= 0):
         raise NeuralartError(
             f"style.blend must be weights >= 0 with a positive sum, got {list(style.blend)}"
@@ -358,6 +381,34 @@ def validate(config: Config) -> Config:
             f"unknown device {config.device!r}; use auto, cpu, cuda, cuda:N or mps"
         )
     return config
+
+
+def _validate_experimental(style: StyleConfig) -> None:
+    """The options of paper §4.1, §4.2, §4.4 and §4.5."""
+    check_layers([style.content_layer], "style.content_layer")
+    if style.statistic in ("content-aware", "gram-cube") and (
+        style.pairs is not None or style.blur or style.adjacent
+    ):
+        raise NeuralartError(
+            f"style.statistic {style.statistic} is a statistic of single layers: "
+            "use style.layers, without pairs, blur or adjacent"
+        )
+    if style.gradient_weighting != "none" and style.statistic == "mrf":
+        raise NeuralartError(
+            f"style.gradient_weighting {style.gradient_weighting} works with the Gram "
+            "statistics, not with statistic mrf"
+        )
+    check_layers([layer for layer, _ in style.mask_keep], "style.mask_keep")
+    for layer, keep in style.mask_keep:
+        if not 0 < keep <= 1:
+            raise NeuralartError(
+                f"style.mask_keep: the fraction for {layer} must be above 0 and at most 1, "
+                f"got {keep}"
+            )
+    if not 0 < style.amplify_power <= 8:
+        raise NeuralartError(
+            f"style.amplify_power must be above 0 and at most 8, got {style.amplify_power}"
+        )
 
 
 def config_from_dict(data: Mapping[str, Any]) -> Config:

@@ -15,9 +15,11 @@ import torch
 from torch import Tensor
 
 from neuralart.config import ContentConfig, StyleConfig, expand_layers
+from neuralart.errors import NeuralartError
 from neuralart.mrf import extract_patches, mrf_energy, normalise_patches
-from neuralart.statistics import adjacent_gram, cross_gram, gram
+from neuralart.statistics import adjacent_gram, content_aware_gram, cross_gram, gram, gram_cube
 from neuralart.vgg import LAYER_INDEX, LAYER_NAMES
+from neuralart.weighting import gradient_weights, reweight_gradient
 
 
 @dataclass(frozen=True)
@@ -83,9 +85,21 @@ def content_terms(content: ContentConfig) -> list[tuple[str, float]]:
     return list(zip(layers, weights, strict=True))
 
 
+def style_layers(style: StyleConfig, terms: Sequence[StyleTerm]) -> list[str]:
+    """Every layer the style statistics read, shallow to deep."""
+    names = {t.a for t in terms} | {t.b for t in terms}
+    if terms and style.statistic == "content-aware":
+        names.add(style.content_layer)
+    return sorted(names, key=LAYER_INDEX.__getitem__)
+
+
 def style_statistic(features: dict[str, Tensor], term: StyleTerm, style: StyleConfig) -> Tensor:
     """The statistic of one term from a forward pass's features."""
     a, b = features[term.a], features[term.b]
+    if style.statistic == "content-aware":
+        return content_aware_gram(a, features[style.content_layer], style.shift)
+    if style.statistic == "gram-cube":
+        return gram_cube(a, style.shift)
     if style.adjacent:
         return adjacent_gram(a, b, style.shift, style.blur)
     if term.a == term.b and not style.blur:
@@ -136,9 +150,10 @@ class Objective:
         self.pixel_scale = pixel_scale
         self.content_terms = content_terms(content) if self.content_weight > 0 else []
         self.style_terms = style_terms(style) if self.style_weight > 0 else []
-        style_layers = {t.a for t in self.style_terms} | {t.b for t in self.style_terms}
+        self.style_layers = style_layers(style, self.style_terms)
         self.layers = sorted(
-            style_layers | {name for name, _ in self.content_terms}, key=LAYER_INDEX.__getitem__
+            set(self.style_layers) | {name for name, _ in self.content_terms},
+            key=LAYER_INDEX.__getitem__,
         )
         blend = list(blend) if blend is not None else [1.0] * len(style_images)
         total = sum(blend)
@@ -149,17 +164,26 @@ class Objective:
             if self.content_terms and content_image is not None:
                 feats = network(content_image, [n for n, _ in self.content_terms])
                 self.content_targets = {n: f.detach() for n, f in feats.items()}
+            # paper §4.1-§4.2: weights of the style gradient, from the content image.
+            self.gradient_weights: dict[str, Tensor] = {}
+            if style.gradient_weighting != "none" and self.style_terms:
+                if content_image is None:
+                    raise NeuralartError(
+                        f"style.gradient_weighting {style.gradient_weighting} needs a content "
+                        "image (not for textures)"
+                    )
+                feats = network(content_image, self.style_layers)
+                self.gradient_weights = {n: gradient_weights(style, n, f) for n, f in feats.items()}
             self.style_targets: dict[str, Tensor] = {}
             self.patch_banks: dict[str, tuple[Tensor, Tensor]] = {}
             if style_state is not None:  # targets built earlier for the same style images
                 self.style_targets, self.patch_banks = style_state
             elif self.style_terms:
-                needed = sorted(style_layers, key=LAYER_INDEX.__getitem__)
-                banks: dict[str, list[Tensor]] = {name: [] for name in needed}
+                banks: dict[str, list[Tensor]] = {name: [] for name in self.style_layers}
                 for image, w in zip(style_images, blend, strict=True):
-                    feats = network(image, needed)
+                    feats = network(image, self.style_layers)
                     if style.statistic == "mrf":
-                        for name in needed:
+                        for name in self.style_layers:
                             banks[name].append(
                                 extract_patches(feats[name], style.patch_size, style.patch_stride)
                             )
@@ -199,8 +223,15 @@ class Objective:
                 x.new_zeros(()),
             )
         if self.style_terms:
+            # The style path may see the maps through reweighted gradients; content never.
+            style_feats = {
+                name: reweight_gradient(f, self.gradient_weights[name])
+                if name in self.gradient_weights
+                else f
+                for name, f in feats.items()
+            }
             out["style"] = sum(
-                (t.weight * self._style_loss(feats, t) for t in self.style_terms),
+                (t.weight * self._style_loss(style_feats, t) for t in self.style_terms),
                 x.new_zeros(()),
             )
         if self.tv_weight > 0:

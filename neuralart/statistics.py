@@ -1,4 +1,4 @@
-"""Style statistics as small pure functions on feature maps (paper.md §2-§4.3).
+"""Style statistics as small pure functions on feature maps (paper.md §2-§4.5).
 
 All functions take feature maps shaped (B, C, H, W) and return statistics normalised by
 the number of positions M (size-invariant, paper.md §2 [decided]):
@@ -6,6 +6,8 @@ the number of positions M (size-invariant, paper.md §2 [decided]):
 * :func:`gram`            (F + s)(F + s)ᵀ / M                        -> (B, C, C)
 * :func:`cross_gram`      (F_a + s)(blur(up(F_b)) + s)ᵀ / M          -> (B, C_a, C_b)
 * :func:`adjacent_gram`   the same against the 9 shifted copies      -> (B, 9, C_a, C_b)
+* :func:`content_aware_gram`  (F + s)(F + s)ᵀ per content channel k     -> (B, C, C, K)
+* :func:`gram_cube`       Σ_p (F + s)_i (F + s)_j (F + s)_k          -> (B, C, C, C)
 
 ``a`` is the layer with the larger map (the shallower one), ``b`` the smaller or
 equal one. Nearest-neighbour upsampling of ``b`` to ``a``'s exact size is never
@@ -15,6 +17,9 @@ the symmetric box blur moves to the other factor the same way.
 """
 
 from __future__ import annotations
+
+import typing
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -115,3 +120,96 @@ def adjacent_gram(a: Tensor, b: Tensor, shift: float = 0.0, blur: bool = False) 
         shifted = padded[:, :, 1 + dy : 1 + dy + big[0], 1 + dx : 1 + dx + big[1]]
         grams.append(fa @ shifted.reshape(bsz, cb, m).transpose(1, 2))  # (B, C_a, C_b)
     return torch.stack(grams, dim=1) / m
+
+
+# ----------------------------------------------------------------- three-way statistics
+# Paper §4.4-§4.5: G[i, j, k] = Σ_p A_ip A_jp C_kp / M, a Gram matrix per row k of C.
+# As one product: the rows (i, j) of the Khatri-Rao product P[(i, j), p] = A_ip A_jp
+# times Cᵀ. G is symmetric in (i, j): a block of rows i in [i0, i1) forms the pairs with
+# j >= i0 only, and the part j >= i1 is mirrored. Each block of P holds at most about
+# CHUNK_ELEMENTS floats. The backward pass is written by hand in the same blocks:
+# autograd would keep every block of P.
+
+CHUNK_ELEMENTS = 1 << 24  # 64 MiB of float32 per block
+
+
+def _row_blocks(n: int, m: int) -> list[tuple[int, int]]:
+    """Blocks [i0, i1) of rows i whose P block, (i1 - i0) × (n - i0) × m, stays in budget."""
+    blocks = []
+    i0 = 0
+    while i0 < n:
+        rows = max(1, CHUNK_ELEMENTS // max(1, (n - i0) * m))
+        blocks.append((i0, min(n, i0 + rows)))
+        i0 += rows
+    return blocks
+
+
+def _pair_rows(a: Tensor, i0: int, i1: int) -> Tensor:
+    """P[(i, j), p] = A_ip A_jp for i in [i0, i1), j in [i0, N): ((i1-i0)·(N-i0), M)."""
+    return (a[i0:i1, None, :] * a[None, i0:, :]).reshape(-1, a.shape[1])
+
+
+class _WeightedGram(torch.autograd.Function):
+    """(A (B, N, M), C (B, K, M), scale) -> (B, N, N, K), [i, j, k] = scale·Σ_p A_ip A_jp C_kp."""
+
+    @staticmethod
+    def forward(ctx: Any, a: Tensor, c: Tensor, scale: float) -> Tensor:
+        ctx.save_for_backward(a, c)
+        ctx.scale = scale
+        bsz, n, m = a.shape
+        out = a.new_empty(bsz, n, n, c.shape[1])
+        for b in range(bsz):
+            ct = c[b].t() * scale  # (M, K)
+            for i0, i1 in _row_blocks(n, m):
+                part = (_pair_rows(a[b], i0, i1) @ ct).reshape(i1 - i0, n - i0, -1)
+                out[b, i0:i1, i0:] = part
+                out[b, i1:, i0:i1] = part[:, i1 - i0 :].transpose(0, 1)
+        return out
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, Tensor | None, None]:
+        a, c = ctx.saved_tensors
+        bsz, n, m = a.shape
+        need_a, need_c = ctx.needs_input_grad[:2]
+        grad_a = torch.zeros_like(a) if need_a else None
+        grad_c = torch.zeros_like(c) if need_c else None
+        for b in range(bsz):
+            cs = c[b] * ctx.scale  # (K, M)
+            for i0, i1 in _row_blocks(n, m):
+                rows = i1 - i0
+                # A formed (i, j) with j >= i1 stands for G[i, j] and its mirror G[j, i].
+                g = grad[b, i0:i1, i0:]
+                if i1 < n:
+                    g = g.clone()
+                    g[:, rows:] += grad[b, i1:, i0:i1].transpose(0, 1)
+                g = g.reshape(rows * (n - i0), -1)  # (rows·(N-i0), K)
+                if grad_c is not None:
+                    grad_c[b] += (g.t() @ _pair_rows(a[b], i0, i1)) * ctx.scale
+                if grad_a is not None:
+                    gp = (g @ cs).reshape(rows, n - i0, m)  # dL/dP for the block
+                    grad_a[b, i0:i1] += (gp * a[b, None, i0:]).sum(dim=1)
+                    grad_a[b, i0:] += (gp * a[b, i0:i1, None]).sum(dim=0)
+        return grad_a, grad_c, None
+
+
+def weighted_gram(a: Tensor, c: Tensor, scale: float = 1.0) -> Tensor:
+    """scale·Σ_p A_ip A_jp C_kp for A (B, N, M), C (B, K, M) -> (B, N, N, K)."""
+    return typing.cast(Tensor, _WeightedGram.apply(a, c, scale))
+
+
+def content_aware_gram(features: Tensor, content: Tensor, shift: float = 0.0) -> Tensor:
+    """(F + s)(F + s)ᵀ weighted by each channel k of a content map, / M -> (B, C, C, K).
+
+    ``content``: (B, K, h, w), the same image's content layer (paper §4.4: conv4_2,
+    unshifted), resampled by nearest neighbour to the features' H×W.
+    """
+    b, n, h, w = features.shape
+    up = upsample_nearest(content, (h, w)).reshape(b, content.shape[1], h * w)
+    return weighted_gram((features + shift).reshape(b, n, h * w), up, 1.0 / (h * w))
+
+
+def gram_cube(features: Tensor, shift: float = 0.0) -> Tensor:
+    """Σ_p (F + s)_ip (F + s)_jp (F + s)_kp / M for (B, C, H, W) -> (B, C, C, C) (§4.5)."""
+    b, n, h, w = features.shape
+    a = (features + shift).reshape(b, n, h * w)
+    return weighted_gram(a, a, 1.0 / (h * w))

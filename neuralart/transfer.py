@@ -28,6 +28,7 @@ from neuralart.images import (
     tensor_to_image,
 )
 from neuralart.losses import Objective, StyleState
+from neuralart.memory import check_memory
 from neuralart.optimize import Callback, StepEvent, run_lbfgs
 from neuralart.vgg import VGG19Features, load_vgg19
 
@@ -248,6 +249,7 @@ def transfer(
         if content_full is None:
             raise NeuralartError("--preserve-color needs a content image (not for textures)")
         content_full, style_full = _preserve_colour(config.preserve_color, content_full, style_full)
+    check_memory(config, final_size, device)  # the largest level, before the network loads
     if network is None:
         network = load_network(config, device)
     tune_device(device)
@@ -324,7 +326,7 @@ def transfer(
             objective,
             x0,
             iterations=count,
-            history=config.optimizer.history,
+            history=config.optimizer.history_for(3 * width * height),
             learning_rate=config.optimizer.learning_rate,
             first_step=FIRST_STEP_GREY_LEVELS * conv.pixel_scale() / 255.0,
             callback=step_callback,
@@ -338,6 +340,7 @@ def transfer(
             {
                 "size": [width, height],
                 "iterations": result.iterations,
+                "history": config.optimizer.history_for(3 * width * height),
                 "seconds": round(result.seconds, 3),
                 "final_losses": result.final,
             }

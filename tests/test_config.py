@@ -17,7 +17,8 @@ def test_bundled_classic_presets_resolve_to_the_paper_rows():
         assert config.style.layers == ("conv1_1", "conv2_1", "conv3_1", "conv4_1", "conv5_1")
         assert config.style.weighting == "uniform"
         assert config.network.pooling == "average" and config.network.normalize
-        assert config.optimizer.history == 100 and config.optimizer.init == "content"
+        assert config.optimizer.history == "auto" and config.optimizer.init == "content"
+        assert config.optimizer.history_for(3 * 512 * 512) == 100
     assert classic.style.shift == 0.0 and classic.paper_row == "Classic"
     assert shifted.style.shift == -1.0 and shifted.paper_row == "Classic Shifted"
     assert {"classic", "classic-shifted"} <= set(bundled_names())
@@ -139,3 +140,13 @@ def test_schedule_levels_and_iterations(optimizer, edge, counts):
 def test_bad_schedules_are_refused(optimizer, message):
     with pytest.raises(NeuralartError, match=message):
         config_from_dict({"optimizer": optimizer})
+
+
+def test_auto_history_keeps_100_steps_until_they_would_pass_2_gib():
+    opt = config_from_dict({}).optimizer
+    assert opt.history_for(3 * 1024 * 768) == 100
+    assert opt.history_for(3 * 1024 * 1024) == 85
+    assert opt.history_for(3 * 2048 * 1536) == 28  # 2 GiB / (2 · 4 B · 9.4 M values)
+    assert opt.history_for(3 * 2048 * 2048) == 21
+    assert opt.history_for(3 * 16384 * 16384) == 5  # never fewer than 5
+    assert config_from_dict({"optimizer": {"history": 7}}).optimizer.history_for(10**9) == 7

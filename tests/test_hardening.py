@@ -305,7 +305,7 @@ def test_out_of_memory_is_one_line_with_a_suggestion(
     result = runner.invoke(app, ["transfer", str(content_path), str(style_path), "-o", str(out)])
     assert result.exit_code == 1
     line = error_line(result)
-    assert "out of memory" in line and "--size" in line and "--levels" in line
+    assert "out of memory" in line and "--size" in line and "--scales" in line
     assert not out.exists()
 
 

@@ -60,6 +60,12 @@ class Pooling(str, Enum):
     max = "max"
 
 
+class GradientWeighting(str, Enum):
+    none = "none"
+    mask = "mask"
+    amplify = "amplify"
+
+
 def _version(value: bool) -> None:
     if value:
         typer.echo(f"neuralart {__version__}")
@@ -207,6 +213,16 @@ def transfer(
             "style's colours to the photograph's first."
         ),
     ] = None,
+    gradient_weighting: Annotated[
+        GradientWeighting | None,
+        typer.Option(
+            help="Style gradient times the content's top-activation mask or its "
+            "activations (paper §4.1-4.2)."
+        ),
+    ] = None,
+    amplify_power: Annotated[
+        float | None, typer.Option(help="With amplify: the power p of F(content)^p [default: 1].")
+    ] = None,
     save_every: Annotated[
         int, typer.Option(min=0, help="Also save the picture every N iterations (0: never).")
     ] = 0,
@@ -243,6 +259,8 @@ def transfer(
                 style_scale=style_scale,
                 preserve_color=preserve_color,
                 max_pixels=max_pixels,
+                gradient_weighting=gradient_weighting,
+                amplify_power=amplify_power,
             ),
         )
         batch = batch_contents(content)

@@ -43,6 +43,8 @@ def overrides(**flags: Any) -> dict[str, Any]:
         "style_scale": ("style", "scale"),
         "preserve_color": ("preserve_color",),
         "max_pixels": ("max_pixels",),
+        "gradient_weighting": ("style", "gradient_weighting"),
+        "amplify_power": ("style", "amplify_power"),
     }
     out: dict[str, Any] = {}
     for name, value in flags.items():
