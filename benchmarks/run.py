@@ -125,6 +125,10 @@ def measure_child(args: argparse.Namespace) -> dict[str, Any]:
 
     def on_step(event: Any) -> None:
         now = time.perf_counter()
+        if event.iteration == args.warmup and device.type == "cuda":
+            # cuDNN's algorithm search in the first iterations borrows large workspaces;
+            # the peak reported is that of the iterations after it.
+            torch.cuda.reset_peak_memory_stats(device)
         if event.iteration > args.warmup:
             per_iteration.append(now - resumed[0])
             floor.append(floor_pass())

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from neuralart.config import ContentConfig, StyleConfig, expand_layers
@@ -208,7 +209,7 @@ class Objective:
             patches, normalised = self.patch_banks[term.a]
             return mrf_energy(feats[term.a], patches, normalised, stride=self.style.patch_stride)
         target = self.style_targets[term.label]
-        return (style_statistic(feats, term, self.style) - target).pow(2).mean()
+        return F.mse_loss(style_statistic(feats, term, self.style), target)
 
     def terms(self, x: Tensor) -> dict[str, Tensor]:
         """The unweighted content, style and TV losses of image ``x`` (network space)."""
@@ -217,7 +218,7 @@ class Objective:
         if self.content_terms:
             out["content"] = sum(
                 (
-                    w * (feats[name] - self.content_targets[name]).pow(2).mean()
+                    w * F.mse_loss(feats[name], self.content_targets[name])
                     for name, w in self.content_terms
                 ),
                 x.new_zeros(()),

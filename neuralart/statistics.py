@@ -42,6 +42,31 @@ def upsample_nearest(x: Tensor, size: tuple[int, int]) -> Tensor:
     return x.index_select(-2, iy).index_select(-1, ix)
 
 
+# Fixed depthwise kernels, by (kind, channels, device, dtype). A depthwise convolution is
+# how these small linear maps run fastest: on two CPU cores about ten times faster than
+# average pooling, forward and backward, and one kernel launch on a GPU.
+_KERNELS: dict[tuple[str, int, torch.device, torch.dtype], Tensor] = {}
+
+
+def _kernel(kind: str, like: Tensor) -> Tensor:
+    """(C, 1, k, k) weights: ``blur`` 3×3 of 1/9; ``sum2`` 2×2 of ones; ``blur_sum2`` the
+    4×4 kernel of the 2×2 sum after the 3×3 blur, [1,2,2,1]ᵀ[1,2,2,1] / 9."""
+    channels = like.shape[1]
+    key = (kind, channels, like.device, like.dtype)
+    weights = _KERNELS.get(key)
+    if weights is None:
+        if kind == "blur":
+            base = torch.full((3, 3), 1.0 / 9.0, dtype=torch.float64)
+        elif kind == "sum2":
+            base = torch.ones(2, 2, dtype=torch.float64)
+        else:
+            row = torch.tensor([1.0, 2.0, 2.0, 1.0], dtype=torch.float64)
+            base = torch.outer(row, row) / 9.0
+        weights = base.to(like).expand(channels, 1, *base.shape).contiguous()
+        _KERNELS[key] = weights
+    return weights
+
+
 def upsample_adjoint(x: Tensor, size: tuple[int, int]) -> Tensor:
     """The adjoint of :func:`upsample_nearest`: (B, C, H, W) -> (B, C, h, w).
 
@@ -52,7 +77,7 @@ def upsample_adjoint(x: Tensor, size: tuple[int, int]) -> Tensor:
     if (big_h, big_w) == (h, w):
         return x
     if big_h == 2 * h and big_w == 2 * w:
-        return F.avg_pool2d(x, kernel_size=2) * 4.0
+        return F.conv2d(x, _kernel("sum2", x), stride=2, groups=x.shape[1])
     iy = nearest_index(big_h, h, x.device)
     ix = nearest_index(big_w, w, x.device)
     rows = x.new_zeros(*x.shape[:-2], h, big_w).index_add(-2, iy, x)
@@ -61,7 +86,33 @@ def upsample_adjoint(x: Tensor, size: tuple[int, int]) -> Tensor:
 
 def box_blur(x: Tensor) -> Tensor:
     """Mean of each 3×3 neighbourhood, zero padding, always divided by 9."""
-    return F.avg_pool2d(x, kernel_size=3, stride=1, padding=1, count_include_pad=True)
+    return F.conv2d(x, _kernel("blur", x), padding=1, groups=x.shape[1])
+
+
+def blur_adjoint(x: Tensor, size: tuple[int, int]) -> Tensor:
+    """up*(blur(x)): the adjoint of blur(up(·)), from x's grid down to ``size``.
+
+    When the large grid is exactly twice the small one this is a single 4×4 stride-2
+    depthwise convolution.
+    """
+    big_h, big_w = x.shape[-2:]
+    if big_h == 2 * size[0] and big_w == 2 * size[1]:
+        return F.conv2d(x, _kernel("blur_sum2", x), stride=2, padding=1, groups=x.shape[1])
+    return upsample_adjoint(box_blur(x), size)
+
+
+class _SelfGram(torch.autograd.Function):
+    """f·fᵀ for (B, C, M) f, with a backward of one matrix product: (D + Dᵀ)·f."""
+
+    @staticmethod
+    def forward(ctx: Any, f: Tensor) -> Tensor:
+        ctx.save_for_backward(f)
+        return f @ f.transpose(1, 2)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> Tensor:
+        (f,) = ctx.saved_tensors
+        return (grad + grad.transpose(1, 2)) @ f
 
 
 def gram(features: Tensor, shift: float = 0.0) -> Tensor:
@@ -71,7 +122,7 @@ def gram(features: Tensor, shift: float = 0.0) -> Tensor:
     f = features.reshape(b, c, m)  # (B, C, M)
     if shift:
         f = f + shift
-    return (f @ f.transpose(1, 2)) / m  # (B, C, C)
+    return _SelfGram.apply(f) / m  # (B, C, C)
 
 
 def cross_gram(a: Tensor, b: Tensor, shift: float = 0.0, blur: bool = False) -> Tensor:
@@ -89,7 +140,7 @@ def cross_gram(a: Tensor, b: Tensor, shift: float = 0.0, blur: bool = False) -> 
     shifted = a + shift if shift else a
     # (F_a + s)·(blur(up(F_b)))ᵀ = up*(blur(F_a + s))·F_bᵀ, formed on the small grid;
     # and (F_a + s)·(s·1)ᵀ = s·(row sums of F_a + s), the same for every column.
-    a_small = upsample_adjoint(box_blur(shifted) if blur else shifted, small)  # (B, C_a, h, w)
+    a_small = blur_adjoint(shifted, small) if blur else upsample_adjoint(shifted, small)
     g = a_small.reshape(bsz, ca, -1) @ b.reshape(bsz, cb, -1).transpose(1, 2)  # (B, C_a, C_b)
     if shift:
         g = g + shift * shifted.sum(dim=(2, 3)).unsqueeze(2)

@@ -115,12 +115,21 @@ class VGG19Features(nn.Module):
         # bf16 runs the convolutions under autocast; the features handed out are float32
         # either way, so the statistics and losses are always computed in float32.
         self.compute_dtype: torch.dtype | None = None
+        self._mean_kernels: dict[tuple[int, torch.device, torch.dtype], Tensor] = {}
         self.requires_grad_(False)
         self.eval()
 
     def _pool(self, x: Tensor) -> Tensor:
         if self.pooling == "average":
-            return F.avg_pool2d(x, kernel_size=2, stride=2)
+            # The 2×2 mean as a depthwise convolution: the same numbers as avg_pool2d,
+            # several times faster on the CPU, forward and backward.
+            channels = x.shape[1]
+            key = (channels, x.device, x.dtype)
+            weights = self._mean_kernels.get(key)
+            if weights is None:
+                weights = x.new_full((channels, 1, 2, 2), 0.25)
+                self._mean_kernels[key] = weights
+            return F.conv2d(x, weights, stride=2, groups=channels)
         return F.max_pool2d(x, kernel_size=2, stride=2)
 
     def forward(self, x: Tensor, layers: Iterable[str]) -> dict[str, Tensor]:

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from neuralart.statistics import (
     OFFSETS,
     adjacent_gram,
+    blur_adjoint,
     box_blur,
     cross_gram,
     gram,
@@ -157,6 +158,19 @@ def test_upsample_adjoint(big: tuple[int, int], small: tuple[int, int]) -> None:
 def test_box_blur_matches_loop(size: tuple[int, int]) -> None:
     x = rand(2, 3, *size)
     torch.testing.assert_close(box_blur(x), ref_blur(x), **TOL)
+
+
+@pytest.mark.parametrize(("big", "small"), [*PAIRS, ((8, 6), (4, 3)), ((2, 2), (1, 1))])
+def test_blur_adjoint_is_the_adjoint_of_blurred_upsampling(
+    big: tuple[int, int], small: tuple[int, int]
+) -> None:
+    """up*(blur(x)), whether by the 4×4 stride-2 kernel (exact halves) or in two steps,
+    against the loop references, and <blur(up(y)), x> == <y, blur_adjoint(x)>."""
+    x, y = rand(2, 3, *big, seed=3), rand(2, 3, *small, seed=4)
+    out = blur_adjoint(x, small)
+    torch.testing.assert_close(out, ref_adjoint(ref_blur(x), small), **TOL)
+    lhs = (ref_blur(upsample_nearest(y, big)) * x).sum()
+    torch.testing.assert_close(lhs, (y * out).sum(), **TOL)
 
 
 def test_box_blur_always_divides_by_nine() -> None:
