@@ -151,26 +151,79 @@ def cross_gram(a: Tensor, b: Tensor, shift: float = 0.0, blur: bool = False) -> 
 OFFSETS: tuple[tuple[int, int], ...] = tuple((dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1))
 
 
+def _offset_kernels(half: bool, channels: int, like: Tensor) -> Tensor:
+    """(9·C, 1, k, k) depthwise weights: for each channel, one kernel per offset d that
+    shifts the map by −d (out[q] = in[q − d], zero outside); with ``half`` also the 2×2
+    sum of the grid adjoint (a 4×4 kernel at stride 2, padding 1)."""
+    key = (f"offsets-{half}", channels, like.device, like.dtype)
+    weights = _KERNELS.get(key)
+    if weights is None:
+        base = torch.zeros(9, 3, 3, dtype=torch.float64)  # centre (1, 1)
+        for index, (dy, dx) in enumerate(OFFSETS):
+            base[index, 1 - dy, 1 - dx] = 1.0
+        if half:  # then sum each 2×2 block
+            summed = torch.zeros(9, 4, 4, dtype=torch.float64)
+            for oy in (0, 1):
+                for ox in (0, 1):
+                    summed[:, oy : oy + 3, ox : ox + 3] += base
+            base = summed
+        weights = base.to(like).repeat(channels, 1, 1).unsqueeze(1).contiguous()
+        _KERNELS[key] = weights
+    return weights
+
+
+def _valid_masks(size: tuple[int, int], like: Tensor) -> Tensor:
+    """(9, H·W): 1 where position p + d is inside the grid, for each offset d."""
+    key = (f"valid-{size[0]}x{size[1]}", 9, like.device, like.dtype)
+    masks = _KERNELS.get(key)
+    if masks is None:
+        h, w = size
+        masks = torch.zeros(9, h, w, dtype=like.dtype, device=like.device)
+        for index, (dy, dx) in enumerate(OFFSETS):
+            masks[index, max(0, -dy) : h - max(0, dy), max(0, -dx) : w - max(0, dx)] = 1.0
+        masks = masks.reshape(9, h * w)
+        _KERNELS[key] = masks
+    return masks
+
+
 def adjacent_gram(a: Tensor, b: Tensor, shift: float = 0.0, blur: bool = False) -> Tensor:
     """(F_a + s) against the 9 shifted copies of (blur(up(F_b)) + s) -> (B, 9, C_a, C_b).
 
     Offset (dy, dx) pairs position p of a with position p + (dy, dx) of b; positions
     that fall outside read zero (paper.md §4.3). Divided by M_a.
+
+    As for :func:`cross_gram`, the shift and the blur move to ``a``'s side and the
+    upsampling becomes its adjoint, so the products run on ``b``'s (small) grid and
+    ``up(F_b)`` is never formed: with Z = blur(up(F_b)) + s read as zero outside,
+    Σ_p A'_p Z_{p+d} = up*(blur(S_d A'))·F_bᵀ + s·Σ_p A'_p [p + d inside], where
+    A' = F_a + s and (S_d A')_q = A'_{q−d}. The nine shifted copies of A' come from one
+    depthwise convolution (fused with the reduction when there is no blur), and the nine
+    products are one.
     """
     big = (a.shape[-2], a.shape[-1])
+    small = (b.shape[-2], b.shape[-1])
+    if small[0] > big[0] or small[1] > big[1]:
+        raise ValueError("adjacent_gram: the first map must be the larger one")
     bsz, ca = a.shape[:2]
     cb = b.shape[1]
     m = big[0] * big[1]
-    u = upsample_nearest(b, big)  # (B, C_b, H, W)
-    if blur:
-        u = box_blur(u)
-    fa = (a + shift).reshape(bsz, ca, m)  # (B, C_a, M)
-    padded = F.pad(u + shift, (1, 1, 1, 1))  # zero fill outside, (B, C_b, H+2, W+2)
-    grams = []
-    for dy, dx in OFFSETS:
-        shifted = padded[:, :, 1 + dy : 1 + dy + big[0], 1 + dx : 1 + dx + big[1]]
-        grams.append(fa @ shifted.reshape(bsz, cb, m).transpose(1, 2))  # (B, C_a, C_b)
-    return torch.stack(grams, dim=1) / m
+    shifted = a + shift if shift else a
+    half = big == (2 * small[0], 2 * small[1])
+    if blur:  # shift, then blur and reduce (the blur must read zero outside the grid)
+        moved = F.conv2d(shifted, _offset_kernels(False, ca, a), padding=1, groups=ca)
+        copies = blur_adjoint(moved, small)
+    elif half:  # shift and reduce in one kernel
+        copies = F.conv2d(shifted, _offset_kernels(True, ca, a), stride=2, padding=1, groups=ca)
+    else:
+        moved = F.conv2d(shifted, _offset_kernels(False, ca, a), padding=1, groups=ca)
+        copies = upsample_adjoint(moved, small)
+    # copies: (B, C_a·9, h, w), channel c·9 + d
+    g = copies.reshape(bsz, ca * 9, -1) @ b.reshape(bsz, cb, -1).transpose(1, 2)
+    g = g.reshape(bsz, ca, 9, cb).transpose(1, 2)  # (B, 9, C_a, C_b)
+    if shift:
+        inside = shifted.reshape(bsz, ca, m) @ _valid_masks(big, a).t()  # (B, C_a, 9)
+        g = g + shift * inside.transpose(1, 2).unsqueeze(3)
+    return g / m
 
 
 # ----------------------------------------------------------------- three-way statistics
