@@ -72,12 +72,13 @@ def pick_device(name: str) -> torch.device:
 
 def tune_device(device: torch.device) -> None:
     """CUDA: let cuDNN pick the fastest convolution algorithms for each picture size, and
-    use TF32 tensor cores for float32 convolutions and matrix products where the GPU has
-    them (Ampere and later; a 10-bit mantissa in the products, float32 accumulation)."""
+    run the network's float32 convolutions on TF32 tensor cores where the GPU has them
+    (Ampere and later; a 10-bit mantissa in the products, float32 accumulation). The
+    statistics' matrix products stay in full float32."""
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
         torch.backends.cudnn.allow_tf32 = True
-        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cuda.matmul.allow_tf32 = False
 
 
 def set_precision(network: VGG19Features, precision: str, device: torch.device) -> None:
