@@ -27,7 +27,7 @@ lint: $(STAMP)
 test: $(STAMP) lint
 	$(BIN)/pytest -q
 
-# The speed benchmark (about 25 minutes on 2 CPU cores); appends to BENCHMARKS.md.
+# The speed benchmark (about 15 minutes on 2 CPU cores); appends to BENCHMARKS.md.
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.run
 

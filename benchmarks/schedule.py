@@ -23,6 +23,7 @@ from typing import Any
 
 import torch
 
+from benchmarks.report import BENCHMARKS, publish
 from neuralart.images import image_to_tensor, load_image, resize_long_edge, save_image
 from neuralart.losses import Objective
 from neuralart.presets import resolve
@@ -124,10 +125,7 @@ def main(argv: list[str] | None = None) -> None:
             "",
         ]
     )
-    print(text)
-    if not args.no_append:
-        with (ROOT / "BENCHMARKS.md").open("a", encoding="utf-8") as f:
-            f.write("\n" + text)
+    publish(text, None if args.no_append else BENCHMARKS)
 
 
 if __name__ == "__main__":

@@ -12,10 +12,16 @@ The estimate, in float32 (4 bytes) entries:
   keeps its target and its difference from the picture's statistic until the backward
   pass; the term being formed or differentiated holds up to three more of its size;
 * blocks of the three-way statistics: 3 × ``statistics.CHUNK_ELEMENTS``;
-* the network: 4 × Σ N_l·H_l·W_l over the layers it runs (the maps kept for the
-  backward pass and their gradients), plus its weights;
+* the network: NETWORK_FACTOR × Σ N_l·H_l·W_l over the layers it runs (the maps kept
+  for the backward pass, and the gradients the backward pass holds for a while), plus
+  its weights;
+* the content targets (one map per content layer), and the feature-sized copies each
+  style term keeps (:func:`term_copies`);
 * L-BFGS: two vectors of the picture's size per remembered step.
 
+Measured against whole runs (``python -m benchmarks.memory``, BENCHMARKS.md) the
+estimate is 0.9–1.2 times the peak resident memory of classic and chain-blurred at 512,
+1024 and 2048 px.
 ``NEURALART_MEMORY_AVAILABLE`` (bytes, or a number with K, M, G or T) replaces the free
 memory measured on the device: to test the check, or to keep a run within a budget.
 """
@@ -36,7 +42,8 @@ from neuralart.vgg import CHANNELS
 
 FLOAT = 4  # bytes
 WEIGHT_BYTES = 2 * 20_024_384 * FLOAT  # the 16 convolutions' parameters, loaded and in use
-OVERHEAD = 512 << 20  # the Python process, torch's own buffers, the images
+OVERHEAD = 768 << 20  # the Python process with torch loaded, its buffers, the images
+NETWORK_FACTOR = 2.0  # feature maps' worth the network holds at its peak (BENCHMARKS.md)
 ENVIRONMENT = "NEURALART_MEMORY_AVAILABLE"
 _UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 
@@ -63,6 +70,37 @@ def term_entries(config: Config, a: str, b: str, height: int, width: int) -> int
     return na * nb * (9 if style.adjacent else 1)
 
 
+def _map(name: str, height: int, width: int) -> int:
+    """Entries of one layer's feature map for a (height, width) picture."""
+    h, w = layer_size(name, height, width)
+    return CHANNELS[name] * h * w
+
+
+def term_copies(config: Config, a: str, b: str, height: int, width: int) -> int:
+    """Entries of the feature-sized tensors one style term keeps for the backward pass:
+    the shifted map, the blurred map, the map reduced to the deeper layer's grid, the
+    nine shifted copies of the adjacent correlations, a resampled content map."""
+    style = config.style
+    size_a = _map(a, height, width)
+    on_b = CHANNELS[a] * _map(b, height, width) // CHANNELS[b]  # a's channels on b's grid
+    shifted = size_a if style.shift else 0
+    if style.statistic == "content-aware":  # the content map resampled to a's grid
+        return shifted + CHANNELS[style.content_layer] * (size_a // CHANNELS[a])
+    if style.statistic in ("gram-cube", "mrf"):
+        return shifted
+    grid_a, grid_b = layer_size(a, height, width), layer_size(b, height, width)
+    half = grid_a == (2 * grid_b[0], 2 * grid_b[1])  # blur and reduction in one kernel
+    if style.adjacent:  # the nine shifted copies, on a's grid unless reduced at once
+        if style.blur:
+            return shifted + 9 * size_a + 9 * on_b
+        if half:
+            return shifted + 9 * on_b
+        return shifted + 9 * size_a + (9 * on_b if grid_a != grid_b else 0)
+    if grid_a == grid_b:  # the shifted or blurred map itself is multiplied
+        return shifted + (size_a if style.blur else 0)
+    return shifted + on_b + (size_a if style.blur and not half else 0)
+
+
 def estimate(config: Config, size: tuple[int, int]) -> tuple[int, int, str]:
     """(bytes in all, bytes of the style statistics, the largest term) at (width, height)."""
     width, height = size
@@ -72,17 +110,21 @@ def estimate(config: Config, size: tuple[int, int]) -> tuple[int, int, str]:
     statistics = FLOAT * (2 * sum(entries.values()) + 3 * max(entries.values(), default=0))
     if config.style.statistic in ("content-aware", "gram-cube") and terms:
         statistics += FLOAT * 3 * CHUNK_ELEMENTS
-    layers = style_layers(config.style, terms) + [n for n, _ in content_terms(config.content)]
-    deepest = max((LAYER_NAMES.index(n) for n in layers), default=-1)
-    maps = sum(
-        CHANNELS[n] * layer_size(n, height, width)[0] * layer_size(n, height, width)[1]
-        for n in LAYER_NAMES[: deepest + 1]
-    )
+    content = [n for n, _ in content_terms(config.content)] if config.content.weight > 0 else []
+    styled = style_layers(config.style, terms)
+    deepest = max((LAYER_NAMES.index(n) for n in styled + content), default=-1)
+    # The network keeps each map it runs for the backward pass, and the backward pass
+    # holds gradients of about the same size for a while: NETWORK_FACTOR (measured) maps.
+    maps = NETWORK_FACTOR * sum(_map(n, height, width) for n in LAYER_NAMES[: deepest + 1])
+    maps += sum(_map(n, height, width) for n in content)  # the content targets
+    maps += sum(term_copies(config, t.a, t.b, height, width) for t in terms)
+    if config.style.gradient_weighting != "none":
+        maps += sum(_map(n, height, width) for n in set(styled))  # the fixed weights
     values = 3 * height * width
     counts = config.optimizer.level_iterations(max(size))
     kept = min(config.optimizer.history_for(values), max(1, counts[-1]))
     lbfgs = 2 * (kept + 3) * values * FLOAT  # the pairs, and the current and last x and g
-    total = statistics + 4 * FLOAT * maps + lbfgs + WEIGHT_BYTES + OVERHEAD
+    total = statistics + int(FLOAT * maps) + lbfgs + WEIGHT_BYTES + OVERHEAD
     return total, statistics, largest
 
 

@@ -91,3 +91,38 @@ def test_a_style_cache_builds_the_style_targets_once(network, content_path, styl
     transfer(style_path, [style_path], config, network=counting, style_cache=cache)
     assert len(cache) == 1
     assert len(calls) == first - 1  # no forward pass of the style image the second time
+
+
+def test_large_pictures_go_coarse_to_fine_by_default(
+    monkeypatch, network, content_path, style_path
+):
+    """auto halves the size until the first level is at most AUTO_LEVEL_EDGE long; N
+    iterations at the first level and half as many at the next; each level starts from
+    the previous picture. (The threshold is lowered here to keep the test small.)"""
+    import neuralart.config
+
+    monkeypatch.setattr(neuralart.config, "AUTO_LEVEL_EDGE", 48)
+    config, _ = resolve("classic", {"size": 96, "optimizer": {"iterations": 4}, "seed": 1})
+    assert config.optimizer.levels == "auto"
+    events: list[StepEvent] = []
+    result = transfer(content_path, [style_path], config, network=network, callback=events.append)
+    levels = result.record["levels"]
+    assert [lv["size"] for lv in levels] == [[48, 32], [96, 64]]
+    assert [lv["iterations"] for lv in levels] == [4, 2] and result.record["iterations"] == 6
+    assert [(e.level, e.iteration) for e in events] == [
+        (1, 1),
+        (1, 2),
+        (1, 3),
+        (1, 4),
+        (2, 1),
+        (2, 2),
+    ]
+    assert events[-1].completed == events[-1].total == 6
+    assert result.image.size == (96, 64)
+    # The second level started from the first one's result, not from the photograph:
+    # its first loss is below that of the photograph under the same full-size objective.
+    fresh, _ = resolve(
+        "classic", {"size": 96, "optimizer": {"iterations": 1, "levels": 1}, "seed": 1}
+    )
+    start = transfer(content_path, [style_path], fresh, network=network)
+    assert events[4].loss < 0.9 * start.record["initial_losses"]["total"]
