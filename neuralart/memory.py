@@ -20,7 +20,7 @@ The estimate, in float32 (4 bytes) entries:
 * L-BFGS: two vectors of the picture's size per remembered step.
 
 Measured against whole runs (``python -m benchmarks.memory``, BENCHMARKS.md) the
-estimate is 0.9–1.2 times the peak resident memory of classic and chain-blurred at 512,
+estimate is 1.1–1.2 times the peak resident memory of classic and chain-blurred at 512,
 1024 and 2048 px.
 ``NEURALART_MEMORY_AVAILABLE`` (bytes, or a number with K, M, G or T) replaces the free
 memory measured on the device: to test the check, or to keep a run within a budget.
