@@ -22,7 +22,6 @@ from typing import Any
 import torch
 
 from benchmarks.report import BENCHMARKS, publish
-from neuralart.allocator import keep_freed_memory
 from neuralart.presets import resolve
 from neuralart.transfer import NetworkCache, transfer
 
@@ -38,7 +37,6 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--presets", default="classic,chain-blurred")
     p.add_argument("--no-append", action="store_true")
     args = p.parse_args(argv)
-    keep_freed_memory()  # as the command line does
     checkpoints = sorted({50, 100, args.iterations} & set(range(1, args.iterations + 1)))
     lines = [
         f"## L-BFGS history at {args.size} px "

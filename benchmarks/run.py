@@ -78,9 +78,6 @@ def deepest_layer(config: Any) -> str:
 
 def measure_child(args: argparse.Namespace) -> dict[str, Any]:
     """In a fresh process: the floor, then the preset's iterations, then peak memory."""
-    from neuralart.allocator import keep_freed_memory
-
-    keep_freed_memory()  # as the command line does
     import torch
 
     from neuralart.cli.running import overrides

@@ -24,7 +24,6 @@ from typing import Any
 import torch
 
 from benchmarks.report import BENCHMARKS, publish
-from neuralart.allocator import keep_freed_memory
 from neuralart.images import image_to_tensor, load_image, resize_long_edge, save_image
 from neuralart.losses import Objective
 from neuralart.presets import resolve
@@ -69,7 +68,6 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("-n", "--iterations", type=int, default=100)
     p.add_argument("--no-append", action="store_true")
     args = p.parse_args(argv)
-    keep_freed_memory()  # as the command line does
     started = time.perf_counter()
     device = torch.device("cpu")
     base = {"size": args.size, "seed": 0, "device": "cpu"}

@@ -455,14 +455,3 @@ def test_bf16_precision_runs_and_is_recorded(tmp_path, content_path, style_path)
     assert meta["config"]["precision"] == "bf16" and meta["record"]["precision"] == "bf16"
     losses = meta["record"]["final_losses"]
     assert losses["total"] < meta["record"]["initial_losses"]["total"]
-
-
-def test_the_allocator_keeps_freed_memory_on_linux():
-    import sys
-
-    from neuralart.allocator import keep_freed_memory
-
-    if not sys.platform.startswith("linux"):
-        assert keep_freed_memory() is False
-        return
-    assert keep_freed_memory() is True and keep_freed_memory() is True  # idempotent

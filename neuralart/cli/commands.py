@@ -14,7 +14,6 @@ from typing import Annotated
 import typer
 
 from neuralart import __version__
-from neuralart.allocator import keep_freed_memory
 from neuralart.cli.output import Progress, reported_warnings, user_errors
 from neuralart.cli.running import (
     batch_contents,
@@ -236,7 +235,6 @@ def transfer(
 ) -> None:
     """Repaint CONTENT in the style of STYLE."""
     with user_errors():
-        keep_freed_memory()  # before the first large tensor (allocator.py)
         from neuralart.presets import resolve
 
         config, provenance = resolve(
@@ -312,7 +310,6 @@ def compare(
 ) -> None:
     """Run several presets on the same pair and write one labelled contact sheet."""
     with user_errors():
-        keep_freed_memory()  # before the first large tensor (allocator.py)
         from neuralart.images import check_output_path, load_image, resize_long_edge, save_image
         from neuralart.presets import list_presets, resolve
 
@@ -400,7 +397,6 @@ def texture(
 ) -> None:
     """Synthesise a texture from STYLE, starting from seeded noise (no content image)."""
     with user_errors():
-        keep_freed_memory()  # before the first large tensor (allocator.py)
         from neuralart.presets import resolve
 
         config, provenance = resolve(
