@@ -182,7 +182,7 @@ def _check_smallest_level(
     raise NeuralartError(
         f"{what}an image's short side would be {min(shorts)} px there, but this method needs "
         f"at least {minimum}; use --size {need} or more"
-        + (" or fewer --levels" if len(levels) > 1 else "")
+        + (" or fewer --scales" if len(levels) > 1 else "")
     )
 
 

@@ -204,7 +204,7 @@ def test_texture_command_writes_the_requested_size(tmp_path, style_path):
 def test_too_many_levels_for_the_size_is_a_clear_error(content_path, style_path, tmp_path):
     args = ["transfer", str(content_path), str(style_path), "-p", "cnn-mrf", "--size", "64"]
     result = runner.invoke(app, [*args, "-o", str(tmp_path / "x.png")])
-    assert result.exit_code == 1 and "fewer --levels" in error_line(result)
+    assert result.exit_code == 1 and "fewer --scales" in error_line(result)
 
 
 def test_ctrl_c_saves_the_picture_so_far_marked_partial_and_exits_130(
