@@ -110,14 +110,18 @@ def main() -> None:
                 losses[(preset, pair)] = relative_style_loss(network, preset, pair, size, iters)
                 print(f"(b) {preset} {pair}: {losses[(preset, pair)]}", flush=True)
 
+    def per_level(name: str) -> int | list[int]:
+        """The grid's iterations at every level of a preset that lists them per level."""
+        levels = resolve(name, {})[0].optimizer.iterations
+        count = args.grid_iterations
+        return [count] * len(levels) if isinstance(levels, tuple) else count
+
     grids = []
     if not args.quick:
         names = [n for n in bundled_names() if n in TABLE2_ORDER]
         for content, style in PAIRS:
             configs = [
-                resolve(
-                    n, {"size": size, "seed": 0, "optimizer": {"iterations": args.grid_iterations}}
-                )[0]
+                resolve(n, {"size": size, "seed": 0, "optimizer": {"iterations": per_level(n)}})[0]
                 for n in names
             ]
             results = compare(
