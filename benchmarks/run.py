@@ -63,16 +63,13 @@ def _sync(device: Any) -> None:
 
 def deepest_layer(config: Any) -> str:
     """The deepest layer the configuration's objective reads (content or style)."""
-    from neuralart.config import expand_layers
-    from neuralart.losses import style_pairs
+    from neuralart.losses import content_terms, style_layers, style_terms
     from neuralart.vgg import LAYER_INDEX
 
-    layers = set(expand_layers(config.content.layers))
-    for a, b in style_pairs(config.style):
-        layers |= {a, b}
-    extra = getattr(config.style, "content_layer", None)  # content-aware statistics
-    if extra and config.style.statistic == "content-aware":
-        layers.add(extra)
+    terms = style_terms(config.style) if config.style.weight > 0 else []
+    layers = style_layers(config.style, terms)
+    if config.content.weight > 0:
+        layers += [name for name, _ in content_terms(config.content)]
     return max(layers, key=LAYER_INDEX.__getitem__)
 
 

@@ -46,12 +46,20 @@ def overrides(**flags: Any) -> dict[str, Any]:
         "gradient_weighting": ("style", "gradient_weighting"),
         "amplify_power": ("style", "amplify_power"),
     }
+    # Flags typed as text on the command line, checked and converted here.
+    parsers: dict[str, Callable[[str], Any]] = {
+        "iterations": parse_iterations,
+        "scales": parse_scales,
+        "style_blend": parse_blend,
+    }
     out: dict[str, Any] = {}
     for name, value in flags.items():
         if value is None:
             continue
         if isinstance(value, Enum):
             value = value.value
+        if isinstance(value, str) and name in parsers:
+            value = parsers[name](value)
         *parents, leaf = where[name]
         node = out
         for p in parents:
