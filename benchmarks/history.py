@@ -2,7 +2,8 @@
 
     .venv/bin/python -m benchmarks.history [--size 256] [-n 200] [--histories 100,50,25]
 
-For classic and chain-blurred on tubingen.jpg × starry_night.jpg (../shared/images), runs
+For classic and chain-blurred on tubingen.jpg × starry_night.jpg (``benchmarks.images``:
+../shared/images, or the repository's stand-ins where that folder is absent), runs
 the same seeded optimisation with each history length and prints a Markdown table of the
 objective at 50, 100 and N iterations with the seconds taken; appended to BENCHMARKS.md
 unless ``--no-append``. The paper's setting is 100; each stored step costs two passes
@@ -16,17 +17,17 @@ import argparse
 import platform
 import sys
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any
 
 import torch
 
+from benchmarks.images import picture
 from benchmarks.report import BENCHMARKS, publish
 from neuralart.presets import resolve
 from neuralart.transfer import NetworkCache, transfer
 
-ROOT = Path(__file__).resolve().parent.parent
-SHARED = ROOT.parent / "shared" / "images"
+CONTENT = picture("tubingen.jpg")
+STYLE = picture("starry_night.jpg")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -43,8 +44,8 @@ def main(argv: list[str] | None = None) -> None:
         f"({datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')})",
         "",
         f"`python -m benchmarks.history {' '.join(sys.argv[1:] if argv is None else argv)}`"
-        f" on {platform.machine()} CPU, {torch.get_num_threads()} threads; tubingen.jpg × "
-        "starry_night.jpg, seed 0. Objective (each preset's own) at each iteration "
+        f" on {platform.machine()} CPU, {torch.get_num_threads()} threads; {CONTENT.name} × "
+        f"{STYLE.name}, seed 0. Objective (each preset's own) at each iteration "
         "shown, and the seconds to get there.",
         "",
         "| preset | history | " + " | ".join(f"at iteration {c}" for c in checkpoints) + " |",
@@ -69,8 +70,8 @@ def main(argv: list[str] | None = None) -> None:
                     seen[event.iteration] = (event.loss, event.elapsed)
 
             transfer(
-                SHARED / "tubingen.jpg",
-                [SHARED / "starry_night.jpg"],
+                CONTENT,
+                [STYLE],
                 config,
                 network=cache.get(config),
                 callback=record,

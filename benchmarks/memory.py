@@ -2,8 +2,9 @@
 
     .venv/bin/python -m benchmarks.memory PRESET SIZE [ITERATIONS]
 
-Runs ``neuralart transfer`` on tubingen.jpg x starry_night.jpg from ../shared/images in a
-child process and prints one Markdown row: preset, size, iterations per level, wall
+Runs ``neuralart transfer`` on tubingen.jpg x starry_night.jpg (``benchmarks.images``:
+../shared/images, or the repository's stand-ins where that folder is absent) in a child
+process and prints one Markdown row: preset, size, iterations per level, wall
 seconds and the child's peak resident memory (ru_maxrss).
 """
 
@@ -17,7 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-SHARED = Path(__file__).resolve().parent.parent.parent / "shared" / "images"
+from benchmarks.images import picture
 
 
 def main() -> None:
@@ -26,7 +27,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         cmd = [
             sys.executable, "-m", "neuralart", "transfer",
-            str(SHARED / "tubingen.jpg"), str(SHARED / "starry_night.jpg"),
+            str(picture("tubingen.jpg")), str(picture("starry_night.jpg")),
             "-p", preset, "--size", str(size), "-n", str(iterations), "--seed", "0",
             "--device", "cpu", "-q", "-o", str(Path(tmp) / "out.png"),
         ]  # fmt: skip

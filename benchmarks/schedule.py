@@ -6,7 +6,8 @@ Runs the automatic coarse-to-fine schedule at ``--size`` (N iterations at the fi
 half as many at each finer one), times it, then runs single-scale optimisation at the
 full size for exactly that long (stopped on the clock, best picture kept). Both pictures,
 as written (8-bit), are then scored with the same full-resolution objective. Content
-tubingen.jpg and style starry_night.jpg from ../shared/images. Prints a Markdown section
+tubingen.jpg and style starry_night.jpg (``benchmarks.images``: ../shared/images, or the
+repository's stand-ins where that folder is absent). Prints a Markdown section
 and appends it to BENCHMARKS.md (``--no-append`` to only print); writes both pictures to
 out/schedule-*.png to look at.
 """
@@ -18,21 +19,19 @@ import platform
 import sys
 import time
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any
 
 import torch
 
+from benchmarks.images import ROOT, picture
 from benchmarks.report import BENCHMARKS, publish
 from neuralart.images import image_to_tensor, load_image, resize_long_edge, save_image
 from neuralart.losses import Objective
 from neuralart.presets import resolve
 from neuralart.transfer import NetworkCache, transfer
 
-ROOT = Path(__file__).resolve().parent.parent
-SHARED = ROOT.parent / "shared" / "images"
-CONTENT = SHARED / "tubingen.jpg"
-STYLE = SHARED / "starry_night.jpg"
+CONTENT = picture("tubingen.jpg")
+STYLE = picture("starry_night.jpg")
 
 
 class _OutOfTime(KeyboardInterrupt):
@@ -96,8 +95,7 @@ def main(argv: list[str] | None = None) -> None:
     save_image(flat.image, out / f"schedule-{args.preset}-{args.size}-single-scale.png")
     s_coarse = score(network, scheduled, coarse.image, args.size)
     s_flat = score(network, single, flat.image, args.size)
-    levels = coarse.record.get("levels", [])
-    plan = ", ".join(f"{lv['iterations']} at {lv['size'][0]}×{lv['size'][1]}" for lv in levels)
+    plan = ", ".join(f"{lv.iterations} at {lv.size[0]}×{lv.size[1]}" for lv in coarse.levels)
     w, h = coarse.image.size
     when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     argv_text = " ".join(sys.argv[1:] if argv is None else argv)
@@ -113,10 +111,10 @@ def main(argv: list[str] | None = None) -> None:
             "",
             "| run | iterations | wall s | full-resolution objective | content | style |",
             "|---|---|---|---|---|---|",
-            f"| coarse to fine (auto: {plan}) | {coarse.record['iterations']} "
+            f"| coarse to fine (auto: {plan}) | {coarse.iterations} "
             f"| {budget:.0f} | {s_coarse['total']:.4g} | {s_coarse.get('content', 0):.4g} "
             f"| {s_coarse.get('style', 0):.4g} |",
-            f"| single scale, stopped at the same wall time | {flat.record['iterations']} "
+            f"| single scale, stopped at the same wall time | {flat.iterations} "
             f"| {flat_seconds:.0f} | {s_flat['total']:.4g} | {s_flat.get('content', 0):.4g} "
             f"| {s_flat.get('style', 0):.4g} |",
             "",

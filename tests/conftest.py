@@ -1,4 +1,4 @@
-"""Shared fixtures: the real network (loaded once) and the shared test images."""
+"""Shared fixtures: the real network (loaded once) and the test images in tests/data."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-SHARED_IMAGES = REPO.parent / "shared" / "images"
+DATA = Path(__file__).resolve().parent / "data"  # sources and licences: data/README.md
 EXAMPLES = REPO / "examples"
 
 
@@ -20,10 +20,11 @@ def network():
 
 
 @pytest.fixture(scope="session")
-def shared_images() -> list[Path]:
-    files = sorted(SHARED_IMAGES.glob("*.jpg"))
+def held_out_images() -> list[Path]:
+    """Photographs and paintings that the normalisation's calibration never saw."""
+    files = sorted(DATA.glob("*.jpg"))
     if not files:
-        pytest.fail(f"the shared test images are missing: {SHARED_IMAGES}")
+        pytest.fail(f"the test images are missing: {DATA}")
     return files
 
 

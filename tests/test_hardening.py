@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
-import os
 import re
 import signal
 import subprocess
@@ -263,23 +263,57 @@ def test_non_finite_loss_stops_and_saves_the_last_finite_picture(
     assert out.is_file() and read_metadata(out)["record"]["stopped"]
 
 
-def test_killing_the_process_never_damages_the_existing_output(tmp_path, content_path, style_path):
+_SLOW_WRITER = """
+import sys
+
+import numpy as np
+from PIL import Image
+
+from neuralart.images import save_image
+
+# Noise does not compress: about 36 MB of PNG, written over a second or more.
+pixels = np.random.default_rng(0).integers(0, 256, (3000, 4000, 3), dtype=np.uint8)
+print("writing", flush=True)
+save_image(Image.fromarray(pixels), sys.argv[1])
+print("written", flush=True)
+"""
+
+
+def test_killing_the_process_while_it_writes_never_damages_the_existing_output(tmp_path):
+    """SIGKILL in the middle of save_image's write: the old file is untouched, and the
+    only thing left behind is the hidden temporary file that was being written."""
     out = tmp_path / "keep.png"
     _photo().save(out)
     before = out.read_bytes()
-    cmd = [sys.executable, "-u", "-m", "neuralart", "transfer", str(content_path), str(style_path)]
-    cmd += ["--size", "40", "-n", "100000", "-o", str(out)]
-    env = {k: v for k, v in os.environ.items() if k != "COLUMNS"}
-    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, env=env)
-    assert proc.stderr is not None
-    for line in proc.stderr:
-        if "iteration 1/" in line:
-            break
-    time.sleep(0.5)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait(timeout=60)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _SLOW_WRITER, str(out)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None and proc.stdout.readline() == "writing\n"
+        deadline = time.monotonic() + 60
+        sizes: list[int] = []
+        while len(sizes) < 2 or not 0 < sizes[-2] < sizes[-1]:  # seen growing
+            if proc.poll() is not None:
+                assert proc.stderr is not None
+                pytest.fail(f"the write ended before the kill: {proc.stderr.read()}")
+            assert time.monotonic() < deadline, "no temporary file was seen growing"
+            for part in tmp_path.glob(".keep.png.*.part"):
+                with contextlib.suppress(FileNotFoundError):  # renamed since the glob
+                    sizes.append(part.stat().st_size)
+            time.sleep(0.002)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL
     assert out.read_bytes() == before
-    assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".part")] == []
+    left = sorted(p.name for p in tmp_path.iterdir() if p != out)
+    assert len(left) == 1 and re.fullmatch(r"\.keep\.png\..+\.part", left[0]), left
 
 
 @pytest.mark.parametrize(
@@ -305,7 +339,7 @@ def test_out_of_memory_is_one_line_with_a_suggestion(
     result = runner.invoke(app, ["transfer", str(content_path), str(style_path), "-o", str(out)])
     assert result.exit_code == 1
     line = error_line(result)
-    assert "out of memory" in line and "--size" in line and "--scales" in line
+    assert "out of memory" in line and "--size" in line and "--levels" in line
     assert not out.exists()
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from neuralart.optimize import LBFGS, run_lbfgs
+from neuralart.optimize import LBFGS, StepEvent, run_lbfgs
 
 
 class _Quadratic:
@@ -30,7 +30,7 @@ def test_lbfgs_finds_the_minimum_of_a_quadratic():
     result = run_lbfgs(problem, x0, iterations=60, history=20, first_step=0.1)  # type: ignore[arg-type]
     torch.testing.assert_close(result.image.reshape(-1), problem.c, atol=1e-6, rtol=0)
     assert result.final["total"] < 1e-10
-    assert result.iterations == 60 and result.history[0] > result.history[-1]
+    assert result.iterations == 60 and result.losses[0] > result.losses[-1]
 
 
 def test_first_step_is_a_gradient_step_of_the_given_size():
@@ -55,12 +55,31 @@ def test_history_is_bounded_and_bad_pairs_are_skipped():
 
 
 def test_the_returned_picture_is_the_best_one_evaluated():
-    problem = _Quadratic(seed=1)
+    problem = _Quadratic(seed=0)
     x0 = torch.zeros(1, 3, 2, 2, dtype=torch.float64)
-    # A learning rate far too large makes plain iterates overshoot and grow.
-    result = run_lbfgs(problem, x0, iterations=8, first_step=50.0, learning_rate=3.0)  # type: ignore[arg-type]
-    assert result.final["total"] == min([*result.history, result.final["total"]])
-    assert result.final["total"] <= result.history[0]
+    evaluated: list[torch.Tensor] = []  # evaluated[k]: the picture after k steps
+
+    def record(event: StepEvent) -> None:
+        assert event.image is not None
+        evaluated.append(event.image.clone())
+
+    # A learning rate of 2.2 makes L-BFGS overshoot: the loss falls for two steps, then
+    # each step lands farther up the other side of the valley.
+    result = run_lbfgs(
+        problem,  # type: ignore[arg-type]
+        x0,
+        iterations=10,
+        first_step=0.5,
+        learning_rate=2.2,
+        callback=record,
+    )
+    losses = result.losses
+    best = min(range(len(losses)), key=losses.__getitem__)
+    assert 0 < best < len(losses) - 1, losses  # neither the start nor the last picture
+    assert losses[-1] > 5 * losses[best]  # the later iterates really overshot
+    assert result.best_iteration == best
+    assert torch.equal(result.image, evaluated[best])
+    assert result.final["total"] == losses[best]
     got = float(problem.total(problem.terms(result.image)))
     assert abs(got - result.final["total"]) <= 1e-9 * max(1.0, got)
 
@@ -82,7 +101,7 @@ def test_a_non_finite_loss_stops_and_keeps_a_finite_picture():
     assert result.stopped is not None and "nan" in result.stopped
     assert result.iterations == 3
     assert torch.isfinite(result.image).all()
-    assert result.final["total"] == min(result.history)
+    assert result.final["total"] == min(result.losses)
 
 
 def test_ctrl_c_returns_the_best_picture_so_far():
@@ -100,7 +119,7 @@ def test_ctrl_c_returns_the_best_picture_so_far():
     result = run_lbfgs(problem, x0, iterations=50, first_step=0.1)  # type: ignore[arg-type]
     assert result.interrupted and result.iterations == 4
     assert result.stopped == "interrupted after 4 iterations"
-    assert result.final["total"] == min(result.history) < result.history[0]
+    assert result.final["total"] == min(result.losses) < result.losses[0]
 
 
 class _TwoLoop:
@@ -110,12 +129,16 @@ class _TwoLoop:
         self.history, self.first_step = history, first_step
         self.pairs: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
         self.prev: tuple[torch.Tensor, torch.Tensor] | None = None
+        self.kept = self.skipped = 0  # pairs that passed / failed the curvature test
 
     def step(self, x: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
         if self.prev is not None:
             s, y = x - self.prev[0], g - self.prev[1]
             if float(y @ s) > 1e-10:
                 self.pairs = [*self.pairs, (s, y, 1.0 / (y @ s))][-self.history :]
+                self.kept += 1
+            else:
+                self.skipped += 1
         self.prev = (x.clone(), g.clone())
         if not self.pairs:
             return x - g * (self.first_step / g.abs().max())
@@ -144,14 +167,17 @@ def test_compact_form_gives_the_two_loop_direction():
 
     ours, ref = LBFGS(history=4, learning_rate=1.0, first_step=0.3), _TwoLoop(4, 0.3)
     x_ours = x_ref = torch.zeros(n, dtype=torch.float64)
-    skipped = 0
+    stored = 0  # steps after which ours holds a new newest pair
     for _ in range(25):
         g_ours, g_ref = grad(x_ours), grad(x_ref)
-        before = ours.pairs
+        before = list(ours.order)  # the slots in use, oldest first: a stored pair changes it
         x_ours, x_ref = ours.step(x_ours, g_ours), ref.step(x_ref, g_ref)
-        skipped += ours.pairs == before and before > 0
+        stored += ours.order != before
         torch.testing.assert_close(x_ours, x_ref, rtol=1e-9, atol=1e-9)
-    assert skipped > 0  # the non-convex term made some pairs fail the curvature test
+    # The non-convex term made the reference skip pairs, and the ring of 4 wrapped around
+    # several times; ours stored exactly the pairs that the reference kept.
+    assert ref.skipped > 0 and ref.kept > 2 * 4 and ref.kept + ref.skipped == 24
+    assert stored == ref.kept
     assert ours.pairs == 4 and ours.s_rows is not None and ours.s_rows.shape == (4, n)
 
 

@@ -1,4 +1,4 @@
-"""Tests for neuralart.statistics against naive loop references written from paper.md.
+"""Tests for neuralart.statistics against naive loop references written from docs/method.md.
 
 The references below deliberately avoid the module's tricks (adjoint products, row-sum
 shift expansion, avg_pool): they materialise the upsampled / blurred / shifted maps and
@@ -119,11 +119,12 @@ SHIFTS = [0.0, -1.0, 0.5]
         (7, 3, [0, 0, 0, 1, 1, 2, 2]),
         (4, 2, [0, 0, 1, 1]),
         (3, 3, [0, 1, 2]),
+        (6, 4, [0, 0, 1, 2, 2, 3]),
+        (9, 4, [0, 0, 0, 1, 1, 2, 2, 3, 3]),
     ],
 )
 def test_nearest_index(large: int, small: int, expected: list[int]) -> None:
     assert nearest_index(large, small).tolist() == expected
-    assert nearest_index(large, small).tolist() == [i * small // large for i in range(large)]
 
 
 @pytest.mark.parametrize(("big", "small"), PAIRS)
@@ -150,8 +151,8 @@ def test_upsample_adjoint(big: tuple[int, int], small: tuple[int, int]) -> None:
     adj = upsample_adjoint(x, small)
     assert adj.shape == (2, 3, *small)
     torch.testing.assert_close(adj, ref_adjoint(x, small), **TOL)
-    # <up(y), x> == <y, up*(x)>
-    torch.testing.assert_close((upsample_nearest(y, big) * x).sum(), (y * adj).sum(), **TOL)
+    # <up(y), x> == <y, up*(x)>, with up the loop reference
+    torch.testing.assert_close((ref_up(y, big) * x).sum(), (y * adj).sum(), **TOL)
 
 
 @pytest.mark.parametrize("size", [(5, 7), (3, 4), (1, 1), (2, 3)])
@@ -169,7 +170,7 @@ def test_blur_adjoint_is_the_adjoint_of_blurred_upsampling(
     x, y = rand(2, 3, *big, seed=3), rand(2, 3, *small, seed=4)
     out = blur_adjoint(x, small)
     torch.testing.assert_close(out, ref_adjoint(ref_blur(x), small), **TOL)
-    lhs = (ref_blur(upsample_nearest(y, big)) * x).sum()
+    lhs = (ref_blur(ref_up(y, big)) * x).sum()  # the loop references' blur(up(y))
     torch.testing.assert_close(lhs, (y * out).sum(), **TOL)
 
 
@@ -231,9 +232,27 @@ def test_cross_gram_rejects_larger_second_map() -> None:
 
 
 def test_offsets_order() -> None:
-    expected = [(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1)]
-    assert list(OFFSETS) == expected
-    assert OFFSETS[0] == (-1, -1) and OFFSETS[1] == (-1, 0) and OFFSETS[4] == (0, 0)
+    # Row-major over (dy, dx) ∈ {−1, 0, 1}², as adjacent_gram's second axis is ordered.
+    assert OFFSETS == (
+        (-1, -1), (-1, 0), (-1, 1),
+        (0, -1), (0, 0), (0, 1),
+        (1, -1), (1, 0), (1, 1),
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("index", range(9))
+def test_each_offset_pairs_a_position_with_its_neighbour_at_that_offset(index: int) -> None:
+    """One active cell in a at (2, 2) and one in b at (2 + dy, 2 + dx): only the statistic
+    of offset (dy, dx) sees them together."""
+    dy, dx = OFFSETS[index]
+    a = torch.zeros(1, 1, 5, 5, dtype=torch.float64)
+    b = torch.zeros(1, 1, 5, 5, dtype=torch.float64)
+    a[0, 0, 2, 2] = 1.0
+    b[0, 0, 2 + dy, 2 + dx] = 1.0
+    g = adjacent_gram(a, b)[0, :, 0, 0]
+    expected = torch.zeros(9, dtype=torch.float64)
+    expected[index] = 1.0 / 25
+    torch.testing.assert_close(g, expected, rtol=0, atol=1e-15)
 
 
 @pytest.mark.parametrize("blur", [False, True])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import warnings
+from pathlib import Path
 
 import pytest
 import torch
@@ -105,22 +106,36 @@ def test_committed_factors_cover_every_filter():
     assert all((f > 0).all() for f in factors.values())
 
 
-def test_mean_activation_is_near_one_on_images_not_used_for_calibration(network, shared_images):
+def test_mean_activation_is_near_one_on_images_not_used_for_calibration(network, held_out_images):
     totals = dict.fromkeys(LAYER_NAMES, 0.0)
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        for path in shared_images:
+        for path in held_out_images:
             image = resize_long_edge(load_image(path), 224)
             feats = network(CAFFE.to_network(image_to_tensor(image)), LAYER_NAMES)
             for name, f in feats.items():
-                totals[name] += float(f.mean()) / len(shared_images)
+                totals[name] += float(f.mean()) / len(held_out_images)
+    # On the 8 held-out pictures the layers' means lie in 0.99-1.30, except conv5_4 at
+    # 1.59 (0.89-2.67 picture by picture: the deepest filters fire on a few objects). A
+    # missing or misapplied factor puts a layer off by an order of magnitude or more
+    # (the unnormalised network: see the next test), so within 2x of 1 is the claim.
     for name, mean in totals.items():
-        assert 0.67 <= mean <= 1.5, f"{name}: mean activation {mean:.3f}"
+        assert 0.5 <= mean <= 2.0, f"{name}: mean activation {mean:.3f}"
 
 
-def test_unnormalised_network_is_far_from_one(shared_images):
+def test_the_held_out_images_are_not_calibration_images_and_have_a_licence(held_out_images):
+    from neuralart.calibration import CALIBRATION_PHOTOS
+
+    calibration = {Path(name).stem for name in CALIBRATION_PHOTOS}
+    listed = (held_out_images[0].parent / "README.md").read_text()
+    for path in held_out_images:
+        assert path.stem not in calibration, path.name
+        assert f"`{path.name}`" in listed, f"{path.name}: no source or licence in README.md"
+
+
+def test_unnormalised_network_is_far_from_one(held_out_images):
     raw = load_vgg19(normalize=False)
-    image = resize_long_edge(load_image(shared_images[0]), 128)
+    image = resize_long_edge(load_image(held_out_images[0]), 128)
     with torch.no_grad():
         feats = raw(CAFFE.to_network(image_to_tensor(image)), ["conv3_3"])
     assert float(feats["conv3_3"].mean()) > 10
@@ -190,22 +205,65 @@ def test_bad_weight_files_are_one_line_errors(tmp_path, content):
 
 
 def test_torchvision_weights_offline_fail_with_a_clear_message(tmp_path, monkeypatch):
+    """Whether or not this machine can reach the network: the download is made to fail
+    as it does offline (urllib cannot resolve the host), and that is one line."""
+    import socket
+    import urllib.error
+
+    import torch.hub
+
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))  # no cached download
-    with pytest.raises(NeuralartError, match="download"):
+    attempts: list[object] = []
+
+    def offline(request, *args, **kwargs):
+        attempts.append(request)
+        raise urllib.error.URLError(socket.gaierror(-3, "Temporary failure in name resolution"))
+
+    monkeypatch.setattr(torch.hub, "urlopen", offline)
+    with pytest.raises(NeuralartError) as caught:
         load_vgg19("torchvision", normalize=False)
+    assert attempts, "the weights were never requested"
+    message = str(caught.value)
+    assert len(message.splitlines()) == 1, message
+    assert "download" in message and "Temporary failure in name resolution" in message
+    assert "embedded" in message and "--weights FILE.pth" in message
+    assert not list(tmp_path.rglob("*.pth"))  # nothing half-downloaded is left as weights
 
 
-def test_other_weights_are_calibrated_on_first_use_and_cached(tmp_path, monkeypatch, shared_images):
+def test_other_weights_are_calibrated_on_first_use_and_cached(
+    tmp_path, monkeypatch, held_out_images
+):
+    import neuralart.calibration
+
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     path = tmp_path / "vgg19.pth"
     _save_layout(path, "torchvision")  # same weights, ImageNet input convention
+    measured = neuralart.calibration.calibration_images
+    calls: list[int] = []
+
+    def counted():
+        calls.append(1)
+        return measured()
+
+    monkeypatch.setattr(neuralart.calibration, "calibration_images", counted)
     net = load_vgg19(str(path), normalize=True)
+    assert len(calls) == 1  # calibrated on first use
     cached = list((tmp_path / "cache" / "neuralart").glob("norm-*.pt"))
     assert len(cached) == 1
-    image = resize_long_edge(load_image(shared_images[0]), 128)
+    image = resize_long_edge(load_image(held_out_images[0]), 128)
     with torch.no_grad():
         feats = net(IMAGENET.to_network(image_to_tensor(image)), LAYER_NAMES)
     for name, f in feats.items():
         assert 0.3 < float(f.mean()) < 3.0, name
+
+    def not_again():
+        raise AssertionError("calibrated again instead of reading the cache")
+
+    monkeypatch.setattr(neuralart.calibration, "calibration_images", not_again)
     again = load_vgg19(str(path), normalize=True)  # from the cache: same factors
-    assert torch.equal(again.convs[15].weight, net.convs[15].weight)
+    for conv, first in zip(again.convs, net.convs, strict=True):
+        assert torch.equal(conv.weight, first.weight) and torch.equal(conv.bias, first.bias)
+    cached[0].write_bytes(b"damaged")  # a damaged cache entry is measured anew
+    monkeypatch.setattr(neuralart.calibration, "calibration_images", counted)
+    load_vgg19(str(path), normalize=True)
+    assert len(calls) == 2
