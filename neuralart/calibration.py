@@ -1,4 +1,4 @@
-"""The calibration images for Gatys' normalisation (paper.md §1).
+"""The calibration images for Gatys' normalisation (docs/method.md §1).
 
 A fixed list of natural photographs shipped inside scikit-image's wheel
 (``skimage/data``), each resized to a 256-px long edge. scikit-image is needed only

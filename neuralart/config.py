@@ -12,34 +12,16 @@ import dataclasses
 import difflib
 import types
 import typing
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, Union, get_args, get_origin
 
-from neuralart.errors import NeuralartError
-
-LAYER_NAMES: tuple[str, ...] = (
-    "conv1_1",
-    "conv1_2",
-    "conv2_1",
-    "conv2_2",
-    "conv3_1",
-    "conv3_2",
-    "conv3_3",
-    "conv3_4",
-    "conv4_1",
-    "conv4_2",
-    "conv4_3",
-    "conv4_4",
-    "conv5_1",
-    "conv5_2",
-    "conv5_3",
-    "conv5_4",
-)  # fmt: skip  (VGG-19's 16 convolutions; here so that config needs no torch)
+from neuralart.errors import NeuralartError, NeuralartWarning
+from neuralart.layers import LAYER_NAMES, expand_layers  # both re-exported
 
 Weighting = Literal["uniform", "geometric"]
 Pooling = Literal["average", "max"]
-Statistic = Literal["gram", "mrf", "content-aware", "gram-cube"]
 GradientWeighting = Literal["none", "mask", "amplify"]
 
 
@@ -61,22 +43,25 @@ class ContentConfig:
 class StyleConfig:
     """Which style statistics to match, declaratively.
 
-    ``layers``: the Gram matrix of each listed layer (or ``all``).
+    ``statistic`` names one entry of the statistic registry (``neuralart.stats``), which
+    checks the options that concern it.
+    ``layers``: the statistic of each listed layer (or ``all``).
     ``pairs``: cross-layer Grams instead: ``chain`` (the 15 adjacent pairs),
     ``all-to-LAYER`` (LAYER with every layer), or an explicit list of ``[a, b]`` pairs.
     ``statistic: mrf`` matches patches of each listed layer instead (CNN-MRF):
     ``patch_size`` × ``patch_size`` patches on a ``patch_stride`` grid, with
-    ``rotations`` and ``scales`` extra copies of the style image on each side.
+    ``rotated_copies`` and ``scaled_copies`` extra copies of the style image on each side.
     ``statistic: content-aware`` weights each layer's Gram by every channel of the same
     image's ``content_layer`` (paper §4.4); ``statistic: gram-cube`` matches
     Σ_p F_ip F_jp F_kp (§4.5).
+    ``image_scale``: the style image's long edge relative to the output's.
     ``gradient_weighting``: ``mask`` multiplies the style gradient reaching each style
     map by a mask of the content image's top activations (the fraction kept per layer:
     ``mask_keep``, ``[layer, fraction]`` pairs over the paper's defaults), ``amplify`` by
     the content image's activations to the power ``amplify_power`` (§4.1-§4.2).
     """
 
-    statistic: Statistic = "gram"
+    statistic: str = "gram"
     layers: tuple[str, ...] | Literal["all"] = (
         "conv1_1",
         "conv2_1",
@@ -91,15 +76,23 @@ class StyleConfig:
     weighting: Weighting = "uniform"
     weight: float = 100.0
     blend: tuple[float, ...] | None = None  # one weight per style image (normalised)
-    scale: float = 1.0  # style image long edge relative to the output's
+    image_scale: float = 1.0  # style image long edge relative to the output's
     patch_size: int = 3
     patch_stride: int = 2
-    rotations: int = 0
-    scales: int = 0
+    rotated_copies: int = 0
+    scaled_copies: int = 0
     content_layer: str = "conv4_2"  # content-aware: the "types of content" layer
     gradient_weighting: GradientWeighting = "none"
     mask_keep: tuple[tuple[str, float], ...] = ()  # [layer, fraction] over the defaults
     amplify_power: float = 1.0
+
+
+# Keys renamed in this release: the old name is still read, with a warning, until the next.
+RENAMED_KEYS: dict[str, str] = {
+    "style.scale": "style.image_scale",
+    "style.scales": "style.scaled_copies",
+    "style.rotations": "style.rotated_copies",
+}
 
 
 # history: auto keeps up to AUTO_HISTORY L-BFGS steps, fewer where that many would take
@@ -271,6 +264,17 @@ def build(cls: type[Any], data: Mapping[str, Any], prefix: str = "") -> Any:
     kwargs: dict[str, Any] = {}
     for key, value in data.items():
         dotted = f"{prefix}{key}"
+        if dotted in RENAMED_KEYS and key not in names:
+            new = RENAMED_KEYS[dotted]
+            key = new.rsplit(".", 1)[-1]
+            if key in data:
+                raise NeuralartError(f"{dotted} is the old name of {new}: give only {new}")
+            warnings.warn(
+                f"{dotted} is now called {new}; the old name goes in the next release",
+                NeuralartWarning,
+                stacklevel=2,
+            )
+            dotted = new
         if key not in names:
             raise NeuralartError(f"unknown key {dotted!r}{_suggest(str(key), names)}")
         tp = hints[key]
@@ -291,13 +295,6 @@ def check_layers(layers: typing.Iterable[str], key: str | None = None) -> None:
             hint = _suggest(name, LAYER_NAMES) or f"; known: {', '.join(LAYER_NAMES)}"
             where = f"{key}: " if key else ""
             raise NeuralartError(f"{where}unknown layer {name!r}{hint}")
-
-
-def expand_layers(value: tuple[str, ...] | str) -> tuple[str, ...]:
-    """``all`` (or ``[all]``) -> the 16 layers; otherwise the list itself."""
-    if value == "all" or tuple(value) == ("all",):
-        return LAYER_NAMES
-    return tuple(value)
 
 
 def validate(config: Config) -> Config:
@@ -337,25 +334,15 @@ def validate(config: Config) -> Config:
         raise NeuralartError("content.layers is empty; list at least one layer or set weight 0")
     check_layers(content_layers, "content.layers")
     style = config.style
-    if style.statistic == "mrf":
-        if style.pairs is not None or style.blur or style.adjacent:
-            raise NeuralartError(
-                "style.statistic mrf matches patches of single layers: "
-                "use style.layers, without pairs, blur or adjacent"
-            )
-        for key in ("patch_size", "patch_stride"):
-            if getattr(style, key) < 1:
-                raise NeuralartError(f"style.{key} must be at least 1")
-    _validate_experimental(style)
+    _validate_style_options(style)
     if style.blend is not None and (min(style.blend, default=0) < 0 or sum(style.blend) <= 0):
         raise NeuralartError(
             f"style.blend must be weights >= 0 with a positive sum, got {list(style.blend)}"
         )
-    if not 0.05 <= style.scale <= 20:
-        raise NeuralartError(f"style.scale must be between 0.05 and 20, got {style.scale}")
-    for key in ("rotations", "scales"):
-        if not 0 <= getattr(style, key) <= 12:
-            raise NeuralartError(f"style.{key} must be between 0 and 12")
+    if not 0.05 <= style.image_scale <= 20:
+        raise NeuralartError(
+            f"style.image_scale must be between 0.05 and 20, got {style.image_scale}"
+        )
     if style.pairs is None:
         check_layers(expand_layers(style.layers), "style.layers")
         if not style.layers and style.weight > 0:
@@ -374,6 +361,15 @@ def validate(config: Config) -> Config:
             raise NeuralartError("style.pairs is an empty list")
         for pair in style.pairs:
             check_layers(pair, "style.pairs")
+    from neuralart.stats import statistic_for  # the statistic checks its own options
+
+    statistic = statistic_for(style)
+    statistic.validate(style)
+    if style.gradient_weighting != "none" and not statistic.supports_gradient_weighting:
+        raise NeuralartError(
+            f"style.gradient_weighting {style.gradient_weighting} works with statistics of "
+            f"moments (the Gram kinds), not with statistic {style.statistic}"
+        )
     if config.device not in ("auto", "cpu", "mps", "cuda") and not (
         config.device.startswith("cuda:") and config.device[5:].isdigit()
     ):
@@ -383,21 +379,9 @@ def validate(config: Config) -> Config:
     return config
 
 
-def _validate_experimental(style: StyleConfig) -> None:
-    """The options of paper §4.1, §4.2, §4.4 and §4.5."""
+def _validate_style_options(style: StyleConfig) -> None:
+    """Options every statistic shares: paper §4.1-§4.2 and the content-aware layer."""
     check_layers([style.content_layer], "style.content_layer")
-    if style.statistic in ("content-aware", "gram-cube") and (
-        style.pairs is not None or style.blur or style.adjacent
-    ):
-        raise NeuralartError(
-            f"style.statistic {style.statistic} is a statistic of single layers: "
-            "use style.layers, without pairs, blur or adjacent"
-        )
-    if style.gradient_weighting != "none" and style.statistic == "mrf":
-        raise NeuralartError(
-            f"style.gradient_weighting {style.gradient_weighting} works with the Gram "
-            "statistics, not with statistic mrf"
-        )
     check_layers([layer for layer, _ in style.mask_keep], "style.mask_keep")
     for layer, keep in style.mask_keep:
         if not 0 < keep <= 1:

@@ -22,9 +22,9 @@ import torch
 from PIL import Image, ImageCms, ImageFile, ImageOps, PngImagePlugin, UnidentifiedImageError
 
 from neuralart.errors import NeuralartError, NeuralartWarning
+from neuralart.layers import MIN_EDGE
 
 DEFAULT_MAX_PIXELS = 100_000_000
-MIN_EDGE = 16
 SUPPORTED_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp"}
 
 _FORMATS = {
@@ -100,11 +100,29 @@ def load_image(
         raise NeuralartError(f"{where} is not an image file Pillow can read") from exc
     except MemoryError as exc:
         raise NeuralartError(f"not enough memory to decode {where}") from exc
-    except Exception as exc:  # Pillow raises many types for corrupt data; none may escape.
+    except Exception as exc:
+        # Pillow's decoders raise many types on corrupt data (OSError, SyntaxError,
+        # ValueError, struct.error, ...): whatever Pillow itself raised while decoding
+        # means a damaged file. An exception from anywhere else is a bug, not the file's.
+        if not _raised_inside(exc, _PILLOW_DIR):
+            raise
         raise NeuralartError(f"{where} is damaged or truncated: {_one_line(exc)}") from exc
     for note in notes:
         warnings.warn(f"{where}: {note}", NeuralartWarning, stacklevel=2)
     return img
+
+
+_PILLOW_DIR = Path(Image.__file__).resolve().parent
+
+
+def _raised_inside(exc: BaseException, folder: Path) -> bool:
+    """Whether the innermost frame of ``exc``'s traceback lies in ``folder``."""
+    tb = exc.__traceback__
+    if tb is None:
+        return False
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    return Path(tb.tb_frame.f_code.co_filename).resolve().is_relative_to(folder)
 
 
 def _too_big(where: str, max_pixels: int) -> str:
@@ -199,11 +217,20 @@ def resize_to(img: Image.Image, size: tuple[int, int]) -> Image.Image:
     return img.resize((width, height), resample)
 
 
+def round_half_up(numerator: int, denominator: int) -> int:
+    """numerator / denominator rounded to the nearest whole number, halves up (exact).
+
+    The one rounding of picture sizes: resizing to a long edge and every coarse-to-fine
+    level use it.
+    """
+    return (2 * numerator + denominator) // (2 * denominator)
+
+
 def long_edge_size(size: tuple[int, int], long_edge: int) -> tuple[int, int]:
     """(width, height) scaled so the longer side is ``long_edge``; short side rounded half up."""
     width, height = size
     long_side, short_side = max(width, height), min(width, height)
-    new_short = max(1, (2 * short_side * long_edge + long_side) // (2 * long_side))
+    new_short = max(1, round_half_up(short_side * long_edge, long_side))
     return (long_edge, new_short) if width >= height else (new_short, long_edge)
 
 

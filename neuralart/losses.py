@@ -1,6 +1,6 @@
-"""Content, style and TV terms and the weighted objective (paper.md §2-§3).
+"""Content, style and TV terms and the weighted objective (docs/method.md §2-§3).
 
-Normalisation is size-invariant (paper.md §2 [decided]): statistics are divided by the
+Normalisation is size-invariant (docs/method.md §2 [decided]): statistics are divided by the
 number of positions and every squared distance is a mean over the entries compared, so
 the same weights give the same balance at any picture size. Per-layer weights are
 divided by their sum, separately for content and style.
@@ -9,103 +9,34 @@ divided by their sum, separately for content and style.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from neuralart.config import ContentConfig, StyleConfig, expand_layers
+from neuralart.config import ContentConfig, StyleConfig
 from neuralart.errors import NeuralartError
-from neuralart.mrf import extract_patches, mrf_energy, normalise_patches
-from neuralart.statistics import adjacent_gram, content_aware_gram, cross_gram, gram, gram_cube
-from neuralart.vgg import LAYER_INDEX, LAYER_NAMES
+from neuralart.layers import by_depth, expand_layers, normalised_weights
+from neuralart.stats import Term, statistic_for, style_terms, term_layers
 from neuralart.weighting import gradient_weights, reweight_gradient
 
 
-@dataclass(frozen=True)
-class StyleTerm:
-    """One style statistic: the Gram of ``a`` (a == b) or the cross-layer Gram of a pair.
-
-    ``a`` is the shallower layer of the pair.
-    """
-
-    a: str
-    b: str
-    weight: float
-
-    @property
-    def label(self) -> str:
-        return self.a if self.a == self.b else f"{self.a}-{self.b}"
-
-
-def geometric_weights(count: int, role: str) -> list[float]:
-    """Paper §3.1, by depth rank d = 1..D: style 2^(D−d), content 2^d (unnormalised)."""
-    if role == "style":
-        return [2.0 ** (count - d) for d in range(1, count + 1)]
-    return [2.0**d for d in range(1, count + 1)]
-
-
-def normalised_weights(count: int, weighting: str, role: str) -> list[float]:
-    raw = [1.0] * count if weighting == "uniform" else geometric_weights(count, role)
-    total = sum(raw)
-    return [w / total for w in raw]
-
-
-def _ordered(a: str, b: str) -> tuple[str, str]:
-    return (a, b) if LAYER_INDEX[a] <= LAYER_INDEX[b] else (b, a)
-
-
-def style_pairs(style: StyleConfig) -> list[tuple[str, str]]:
-    """The (shallower, deeper) layer pairs a style configuration names, by depth rank.
-
-    Ranked by the shallower layer, ties broken by the deeper one (paper.md §3.1 [decided]).
-    """
-    if style.pairs is None:
-        pairs = [(name, name) for name in expand_layers(style.layers)]
-    elif style.pairs == "chain":
-        pairs = [(LAYER_NAMES[i], LAYER_NAMES[i + 1]) for i in range(len(LAYER_NAMES) - 1)]
-    elif isinstance(style.pairs, str):  # all-to-LAYER
-        anchor = style.pairs.removeprefix("all-to-")
-        pairs = [_ordered(name, anchor) for name in LAYER_NAMES]
-    else:
-        pairs = [_ordered(a, b) for a, b in style.pairs]
-    unique = sorted(set(pairs), key=lambda p: (LAYER_INDEX[p[0]], LAYER_INDEX[p[1]]))
-    return unique
-
-
-def style_terms(style: StyleConfig) -> list[StyleTerm]:
-    pairs = style_pairs(style)
-    weights = normalised_weights(len(pairs), style.weighting, "style")
-    return [StyleTerm(a, b, w) for (a, b), w in zip(pairs, weights, strict=True)]
-
-
 def content_terms(content: ContentConfig) -> list[tuple[str, float]]:
-    layers = sorted(set(expand_layers(content.layers)), key=LAYER_INDEX.__getitem__)
+    """(layer, weight) of each content layer, shallow to deep (none when its weight is 0)."""
+    if content.weight <= 0:
+        return []
+    layers = by_depth(expand_layers(content.layers))
     weights = normalised_weights(len(layers), content.weighting, "content")
     return list(zip(layers, weights, strict=True))
 
 
-def style_layers(style: StyleConfig, terms: Sequence[StyleTerm]) -> list[str]:
-    """Every layer the style statistics read, shallow to deep."""
-    names = {t.a for t in terms} | {t.b for t in terms}
-    if terms and style.statistic == "content-aware":
-        names.add(style.content_layer)
-    return sorted(names, key=LAYER_INDEX.__getitem__)
-
-
-def style_statistic(features: dict[str, Tensor], term: StyleTerm, style: StyleConfig) -> Tensor:
-    """The statistic of one term from a forward pass's features."""
-    a, b = features[term.a], features[term.b]
-    if style.statistic == "content-aware":
-        return content_aware_gram(a, features[style.content_layer], style.shift)
-    if style.statistic == "gram-cube":
-        return gram_cube(a, style.shift)
-    if style.adjacent:
-        return adjacent_gram(a, b, style.shift, style.blur)
-    if term.a == term.b and not style.blur:
-        return gram(a, style.shift)
-    return cross_gram(a, b, style.shift, style.blur)
+def network_layers(content: ContentConfig, style: StyleConfig, *, with_content: bool) -> list[str]:
+    """Every layer an objective reads, shallow to deep; the last is how far the network runs."""
+    names = term_layers(style_terms(style))
+    if with_content:
+        names += [name for name, _ in content_terms(content)]
+    return by_depth(names)
 
 
 def tv_loss(x: Tensor, pixel_scale: float) -> Tensor:
@@ -115,19 +46,18 @@ def tv_loss(x: Tensor, pixel_scale: float) -> Tensor:
     return (dx + dy) / (pixel_scale * pixel_scale)
 
 
-# Style targets (statistic per term) and CNN-MRF patch banks (patches, normalised) per layer.
-StyleState = tuple[dict[str, Tensor], dict[str, tuple[Tensor, Tensor]]]
+# The style targets, by term label: what a batch of contents on the same style reuses.
+StyleState = dict[str, Any]
 
 
 class Objective:
     """content_weight·L_c + style_weight·L_s + tv_weight·TV, with targets computed once.
 
-    ``style_state`` reuses the targets of an earlier objective on the same style images
-    and configuration (a batch of contents), instead of computing them from ``style_images``.
-    ``style_images`` may hold several images with ``blend`` weights (summing to 1); the
-    target of each style term is the blend of their statistics. With the ``mrf``
-    statistic the target of each layer is instead a bank of patches from every style
-    image (their blend weights do not apply: a patch is matched, not averaged).
+    The style terms come from the statistic that ``style.statistic`` names (see
+    :mod:`neuralart.stats`). ``style_state`` reuses the targets of an earlier objective on
+    the same style images and configuration (a batch of contents), instead of computing
+    them from ``style_images``. ``style_images`` may hold several images with ``blend``
+    weights (summing to 1); the statistic combines their targets.
     """
 
     def __init__(
@@ -145,17 +75,16 @@ class Objective:
     ) -> None:
         self.network = network
         self.style = style
+        self.content_image = content_image  # (1, 3, H, W) network space, or None
+        self.statistic = statistic_for(style)
         self.content_weight = content.weight if content_image is not None else 0.0
         self.style_weight = style.weight
         self.tv_weight = tv_weight
         self.pixel_scale = pixel_scale
         self.content_terms = content_terms(content) if self.content_weight > 0 else []
-        self.style_terms = style_terms(style) if self.style_weight > 0 else []
-        self.style_layers = style_layers(style, self.style_terms)
-        self.layers = sorted(
-            set(self.style_layers) | {name for name, _ in self.content_terms},
-            key=LAYER_INDEX.__getitem__,
-        )
+        self.style_terms: list[Term] = style_terms(style)
+        self.style_layers = term_layers(self.style_terms)
+        self.layers = by_depth(self.style_layers + [name for name, _ in self.content_terms])
         blend = list(blend) if blend is not None else [1.0] * len(style_images)
         total = sum(blend)
         blend = [w / total for w in blend]
@@ -175,41 +104,29 @@ class Objective:
                     )
                 feats = network(content_image, self.style_layers)
                 self.gradient_weights = {n: gradient_weights(style, n, f) for n, f in feats.items()}
-            self.style_targets: dict[str, Tensor] = {}
-            self.patch_banks: dict[str, tuple[Tensor, Tensor]] = {}
+            self.style_targets: StyleState = {}
             if style_state is not None:  # targets built earlier for the same style images
-                self.style_targets, self.patch_banks = style_state
+                self.style_targets = style_state
             elif self.style_terms:
-                banks: dict[str, list[Tensor]] = {name: [] for name in self.style_layers}
-                for image, w in zip(style_images, blend, strict=True):
+                parts: dict[str, list[Any]] = {term.label: [] for term in self.style_terms}
+                for image in style_images:
                     feats = network(image, self.style_layers)
-                    if style.statistic == "mrf":
-                        for name in self.style_layers:
-                            banks[name].append(
-                                extract_patches(feats[name], style.patch_size, style.patch_stride)
-                            )
-                        continue
                     for term in self.style_terms:
-                        stat = style_statistic(feats, term, style).detach() * w
-                        prev = self.style_targets.get(term.label)
-                        self.style_targets[term.label] = stat if prev is None else prev + stat
+                        parts[term.label].append(self.statistic.target(feats, term, style))
                     del feats
-                if style.statistic == "mrf":
-                    for name, parts in banks.items():
-                        patches = torch.cat(parts)  # (P, C, k, k)
-                        self.patch_banks[name] = (patches, normalise_patches(patches))
+                for term in self.style_terms:
+                    self.style_targets[term.label] = self.statistic.combine(
+                        parts.pop(term.label), blend
+                    )
 
     @property
     def style_state(self) -> StyleState:
         """The style targets, to build another objective on the same style images."""
-        return self.style_targets, self.patch_banks
+        return self.style_targets
 
-    def _style_loss(self, feats: dict[str, Tensor], term: StyleTerm) -> Tensor:
-        if self.style.statistic == "mrf":
-            patches, normalised = self.patch_banks[term.a]
-            return mrf_energy(feats[term.a], patches, normalised, stride=self.style.patch_stride)
-        target = self.style_targets[term.label]
-        return F.mse_loss(style_statistic(feats, term, self.style), target)
+    def style_loss(self, feats: dict[str, Tensor], term: Term) -> Tensor:
+        """One style term's loss (unweighted) against the picture's features."""
+        return self.statistic.loss(feats, term, self.style_targets[term.label], self.style)
 
     def terms(self, x: Tensor) -> dict[str, Tensor]:
         """The unweighted content, style and TV losses of image ``x`` (network space)."""
@@ -232,7 +149,7 @@ class Objective:
                 for name, f in feats.items()
             }
             out["style"] = sum(
-                (t.weight * self._style_loss(style_feats, t) for t in self.style_terms),
+                (t.weight * self.style_loss(style_feats, t) for t in self.style_terms),
                 x.new_zeros(()),
             )
         if self.tv_weight > 0:

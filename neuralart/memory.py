@@ -10,13 +10,13 @@ The estimate, in float32 (4 bytes) entries:
 
 * style statistics: 2·ΣE + 3·max E, E the entries of one term's statistic: every term
   keeps its target and its difference from the picture's statistic until the backward
-  pass; the term being formed or differentiated holds up to three more of its size;
-* blocks of the three-way statistics: 3 × ``statistics.CHUNK_ELEMENTS``;
+  pass; the term being formed or differentiated holds up to three more of its size; plus
+  the largest scratch a term uses (the three-way statistics' blocks);
 * the network: NETWORK_FACTOR × Σ N_l·H_l·W_l over the layers it runs (the maps kept
   for the backward pass, and the gradients the backward pass holds for a while), plus
   its weights;
 * the content targets (one map per content layer), and the feature-sized copies each
-  style term keeps (:func:`term_copies`);
+  style term keeps (each statistic's ``memory``, :mod:`neuralart.stats`);
 * L-BFGS: two vectors of the picture's size per remembered step.
 
 Measured against whole runs (``python -m benchmarks.memory``, BENCHMARKS.md) the
@@ -34,11 +34,11 @@ import warnings
 
 import torch
 
-from neuralart.config import LAYER_NAMES, Config
-from neuralart.errors import NeuralartError
-from neuralart.losses import content_terms, style_layers, style_terms
-from neuralart.statistics import CHUNK_ELEMENTS
-from neuralart.vgg import CHANNELS
+from neuralart.config import Config
+from neuralart.errors import NeuralartError, NeuralartWarning
+from neuralart.layers import LAYER_NAMES, LAYERS
+from neuralart.losses import content_terms, network_layers
+from neuralart.stats import statistic_for, style_terms
 
 FLOAT = 4  # bytes
 WEIGHT_BYTES = 2 * 20_024_384 * FLOAT  # the 16 convolutions' parameters, loaded and in use
@@ -48,78 +48,28 @@ ENVIRONMENT = "NEURALART_MEMORY_AVAILABLE"
 _UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 
 
-def layer_size(name: str, height: int, width: int) -> tuple[int, int]:
-    """(H, W) of a layer's map for a (height, width) picture: each pool floors a half."""
-    pools = int(name[4]) - 1
-    return max(1, height >> pools), max(1, width >> pools)
-
-
-def term_entries(config: Config, a: str, b: str, height: int, width: int) -> int:
-    """Entries of one style term's statistic (or, for mrf, of its patch bank)."""
-    style = config.style
-    na, nb = CHANNELS[a], CHANNELS[b]
-    if style.statistic == "content-aware":
-        return na * na * CHANNELS[style.content_layer]
-    if style.statistic == "gram-cube":
-        return na**3
-    if style.statistic == "mrf":
-        h, w = layer_size(a, height, width)
-        copies = (1 + 2 * style.rotations) * (1 + 2 * style.scales)
-        patches = (h // style.patch_stride + 1) * (w // style.patch_stride + 1) * copies
-        return 2 * patches * na * style.patch_size**2  # the bank and its normalised copy
-    return na * nb * (9 if style.adjacent else 1)
-
-
-def _map(name: str, height: int, width: int) -> int:
-    """Entries of one layer's feature map for a (height, width) picture."""
-    h, w = layer_size(name, height, width)
-    return CHANNELS[name] * h * w
-
-
-def term_copies(config: Config, a: str, b: str, height: int, width: int) -> int:
-    """Entries of the feature-sized tensors one style term keeps for the backward pass:
-    the shifted map, the blurred map, the map reduced to the deeper layer's grid, the
-    nine shifted copies of the adjacent correlations, a resampled content map."""
-    style = config.style
-    size_a = _map(a, height, width)
-    on_b = CHANNELS[a] * _map(b, height, width) // CHANNELS[b]  # a's channels on b's grid
-    shifted = size_a if style.shift else 0
-    if style.statistic == "content-aware":  # the content map resampled to a's grid
-        return shifted + CHANNELS[style.content_layer] * (size_a // CHANNELS[a])
-    if style.statistic in ("gram-cube", "mrf"):
-        return shifted
-    grid_a, grid_b = layer_size(a, height, width), layer_size(b, height, width)
-    half = grid_a == (2 * grid_b[0], 2 * grid_b[1])  # blur and reduction in one kernel
-    if style.adjacent:  # the nine shifted copies, on a's grid unless reduced at once
-        if style.blur:
-            return shifted + 9 * size_a + 9 * on_b
-        if half:
-            return shifted + 9 * on_b
-        return shifted + 9 * size_a + (9 * on_b if grid_a != grid_b else 0)
-    if grid_a == grid_b:  # the shifted or blurred map itself is multiplied
-        return shifted + (size_a if style.blur else 0)
-    return shifted + on_b + (size_a if style.blur and not half else 0)
-
-
 def estimate(config: Config, size: tuple[int, int]) -> tuple[int, int, str]:
     """(bytes in all, bytes of the style statistics, the largest term) at (width, height)."""
     width, height = size
-    terms = style_terms(config.style) if config.style.weight > 0 else []
-    entries = {t.label: term_entries(config, t.a, t.b, height, width) for t in terms}
-    largest = max(entries, key=entries.__getitem__, default="")
-    statistics = FLOAT * (2 * sum(entries.values()) + 3 * max(entries.values(), default=0))
-    if config.style.statistic in ("content-aware", "gram-cube") and terms:
-        statistics += FLOAT * 3 * CHUNK_ELEMENTS
-    content = [n for n, _ in content_terms(config.content)] if config.content.weight > 0 else []
-    styled = style_layers(config.style, terms)
-    deepest = max((LAYER_NAMES.index(n) for n in styled + content), default=-1)
+    statistic = statistic_for(config.style)
+    terms = style_terms(config.style)
+    uses = {t.label: statistic.memory(config.style, t, height, width) for t in terms}
+    largest = max(uses, key=lambda label: uses[label].statistic, default="")
+    entries = [use.statistic for use in uses.values()]
+    scratch = max((use.scratch for use in uses.values()), default=0)
+    statistics = FLOAT * (2 * sum(entries) + 3 * max(entries, default=0) + scratch)
+    content = [name for name, _ in content_terms(config.content)]
+    read = network_layers(config.content, config.style, with_content=True)
+    deepest = LAYERS[read[-1]].index if read else -1
     # The network keeps each map it runs for the backward pass, and the backward pass
     # holds gradients of about the same size for a while: NETWORK_FACTOR (measured) maps.
-    maps = NETWORK_FACTOR * sum(_map(n, height, width) for n in LAYER_NAMES[: deepest + 1])
-    maps += sum(_map(n, height, width) for n in content)  # the content targets
-    maps += sum(term_copies(config, t.a, t.b, height, width) for t in terms)
-    if config.style.gradient_weighting != "none":
-        maps += sum(_map(n, height, width) for n in set(styled))  # the fixed weights
+    run = LAYER_NAMES[: deepest + 1]
+    maps = NETWORK_FACTOR * sum(LAYERS[n].entries(height, width) for n in run)
+    maps += sum(LAYERS[n].entries(height, width) for n in content)  # the content targets
+    maps += sum(use.copies for use in uses.values())
+    if config.style.gradient_weighting != "none":  # the fixed weights, one per style map
+        styled = {name for t in terms for name in t.layers}
+        maps += sum(LAYERS[n].entries(height, width) for n in styled)
     values = 3 * height * width
     counts = config.optimizer.level_iterations(max(size))
     kept = min(config.optimizer.history_for(values), max(1, counts[-1]))
@@ -175,6 +125,7 @@ def check_memory(config: Config, size: tuple[int, int], device: torch.device) ->
         warnings.warn(
             f"could not tell how much memory {device} has free; the memory check is skipped "
             f"(set {ENVIRONMENT} to check against a figure of your own)",
+            NeuralartWarning,
             stacklevel=2,
         )
         return

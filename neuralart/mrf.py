@@ -1,4 +1,4 @@
-"""The CNN-MRF style energy of Li & Wand (2016), as their code ran it (paper.md §6).
+"""The CNN-MRF style energy of Li & Wand (2016), as their code ran it (docs/method.md §6).
 
 Every 3×3×C patch of the synthesised features (on a stride-2 grid) is matched to the
 style patch with the highest normalised cross-correlation; the energy is the squared
@@ -81,26 +81,31 @@ def mrf_energy(
     return (cols - target).pow(2).mean()
 
 
-def style_variants(image: Image.Image, rotations: int = 0, scales: int = 0) -> list[Image.Image]:
-    """The style image plus rotated (±k·π/24) and scaled (×1.05^±k) copies.
+def style_variants(
+    image: Image.Image, rotations: int = 0, scales: int = 0
+) -> list[tuple[Image.Image, float]]:
+    """The style image and its rotated (±k·π/24) and scaled (×1.05^±k) copies, each with
+    its scale relative to the image, in that order: the image, the rotations (−, + for
+    k = 1, 2, ...), the scales (×1.05^k, ×1.05^−k for k = 1, 2, ...).
 
-    Rotated copies are cropped to the largest centred rectangle of the same aspect ratio
-    that holds no corner fill.
+    A scaled copy is the image itself with its factor: it is resized once, to the factor
+    times the style size of the level. A rotated copy is cropped to the largest centred
+    rectangle of the same aspect ratio that holds no corner fill; at the image's own
+    resolution, its relative scale is its long edge over the image's.
     """
-    variants = [image]
+    variants = [(image, 1.0)]
+    w, h = image.size
     for k in range(1, rotations + 1):
         for sign in (-1, 1):
             angle = sign * k * 180.0 / 24.0
             turned = image.rotate(angle, resample=Image.Resampling.BICUBIC, expand=False)
             theta = math.radians(abs(angle))
-            w, h = image.size
             # Largest centred w'×h' (same aspect) inside the rotated w×h frame.
             factor = 1.0 / (math.cos(theta) + math.sin(theta) * max(w / h, h / w))
             cw, ch = max(1, int(w * factor)), max(1, int(h * factor))
             left, top = (w - cw) // 2, (h - ch) // 2
-            variants.append(turned.crop((left, top, left + cw, top + ch)))
+            crop = turned.crop((left, top, left + cw, top + ch))
+            variants.append((crop, max(cw, ch) / max(w, h)))
     for k in range(1, scales + 1):
-        for factor in (1.05**k, 1.05**-k):
-            size = (max(1, round(image.width * factor)), max(1, round(image.height * factor)))
-            variants.append(image.resize(size, Image.Resampling.BICUBIC))
+        variants.extend((image, factor) for factor in (1.05**k, 1.05**-k))
     return variants

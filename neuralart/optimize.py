@@ -1,6 +1,6 @@
 """The L-BFGS loop: one evaluation per iteration, events to a callback, no printing.
 
-L-BFGS as in the paper's base code (paper.md §2): learning rate 1, a long history, no
+L-BFGS as in the paper's base code (docs/method.md §2): learning rate 1, a long history, no
 line search, one evaluation of the objective and its gradient per iteration. The
 optimised image lives in the network's input space and is never clamped inside the
 loop (clamping would break L-BFGS's curvature model).
@@ -54,7 +54,7 @@ class OptimizeResult:
     seconds: float
     stopped: str | None = None  # why it stopped early, if it did
     interrupted: bool = False  # stopped by Ctrl-C
-    history: list[float] = field(default_factory=list)
+    losses: list[float] = field(default_factory=list)  # the objective at each iteration
 
 
 Callback = Callable[[StepEvent], None]
@@ -309,5 +309,5 @@ def run_lbfgs(
         seconds=time.perf_counter() - start,
         stopped=stopped,
         interrupted=interrupted,
-        history=losses,
+        losses=losses,
     )

@@ -1,7 +1,7 @@
-"""Style statistics as small pure functions on feature maps (paper.md §2-§4.5).
+"""Style statistics as small pure functions on feature maps (docs/method.md §2-§4.5).
 
 All functions take feature maps shaped (B, C, H, W) and return statistics normalised by
-the number of positions M (size-invariant, paper.md §2 [decided]):
+the number of positions M (size-invariant, docs/method.md §2 [decided]):
 
 * :func:`gram`            (F + s)(F + s)ᵀ / M                        -> (B, C, C)
 * :func:`cross_gram`      (F_a + s)(blur(up(F_b)) + s)ᵀ / M          -> (B, C_a, C_b)
@@ -115,17 +115,37 @@ class _SelfGram(torch.autograd.Function):
         return (grad + grad.transpose(1, 2)) @ f
 
 
-def gram(features: Tensor, shift: float = 0.0) -> Tensor:
-    """(F + s)(F + s)ᵀ / M for (B, C, H, W) features -> (B, C, C)."""
+def _windowed(shifted: Tensor, window: Tensor | None) -> Tensor:
+    """The shifted map with the positions outside ``window`` (a 0/1 map) set to zero."""
+    return shifted if window is None else shifted * window
+
+
+def gram(
+    features: Tensor, shift: float = 0.0, *, window: Tensor | None = None, divisor: float = 0.0
+) -> Tensor:
+    """(F + s)(F + s)ᵀ / M for (B, C, H, W) features -> (B, C, C).
+
+    Every statistic here takes the same two keywords: ``window`` (a (1, 1, H, W) map of 0
+    and 1 on the first map's grid) keeps only the positions where it is 1 in the sum, and
+    ``divisor`` replaces M (0: M of the maps given). Together they give the partial sums
+    that a picture split into parts adds up.
+    """
     b, c, h, w = features.shape
-    m = h * w
-    f = features.reshape(b, c, m)  # (B, C, M)
-    if shift:
-        f = f + shift
+    m = divisor or h * w
+    f = features + shift if shift else features
+    f = _windowed(f, window).reshape(b, c, h * w)  # (B, C, M); window² = window
     return _SelfGram.apply(f) / m  # (B, C, C)
 
 
-def cross_gram(a: Tensor, b: Tensor, shift: float = 0.0, blur: bool = False) -> Tensor:
+def cross_gram(
+    a: Tensor,
+    b: Tensor,
+    shift: float = 0.0,
+    blur: bool = False,
+    *,
+    window: Tensor | None = None,
+    divisor: float = 0.0,
+) -> Tensor:
     """(F_a + s)(blur(up(F_b)) + s)ᵀ / M_a -> (B, C_a, C_b).
 
     ``a``: (B, C_a, H, W), the larger map; ``b``: (B, C_b, h, w) with h <= H, w <= W.
@@ -134,10 +154,10 @@ def cross_gram(a: Tensor, b: Tensor, shift: float = 0.0, blur: bool = False) -> 
     small = (b.shape[-2], b.shape[-1])
     if small[0] > big[0] or small[1] > big[1]:
         raise ValueError("cross_gram: the first map must be the larger one")
-    m = big[0] * big[1]
+    m = divisor or big[0] * big[1]
     bsz, ca = a.shape[:2]
     cb = b.shape[1]
-    shifted = a + shift if shift else a
+    shifted = _windowed(a + shift if shift else a, window)
     # (F_a + s)·(blur(up(F_b)))ᵀ = up*(blur(F_a + s))·F_bᵀ, formed on the small grid;
     # and (F_a + s)·(s·1)ᵀ = s·(row sums of F_a + s), the same for every column.
     a_small = blur_adjoint(shifted, small) if blur else upsample_adjoint(shifted, small)
@@ -186,11 +206,19 @@ def _valid_masks(size: tuple[int, int], like: Tensor) -> Tensor:
     return masks
 
 
-def adjacent_gram(a: Tensor, b: Tensor, shift: float = 0.0, blur: bool = False) -> Tensor:
+def adjacent_gram(
+    a: Tensor,
+    b: Tensor,
+    shift: float = 0.0,
+    blur: bool = False,
+    *,
+    window: Tensor | None = None,
+    divisor: float = 0.0,
+) -> Tensor:
     """(F_a + s) against the 9 shifted copies of (blur(up(F_b)) + s) -> (B, 9, C_a, C_b).
 
     Offset (dy, dx) pairs position p of a with position p + (dy, dx) of b; positions
-    that fall outside read zero (paper.md §4.3). Divided by M_a.
+    that fall outside read zero (docs/method.md §4.3). Divided by M_a.
 
     As for :func:`cross_gram`, the shift and the blur move to ``a``'s side and the
     upsampling becomes its adjoint, so the products run on ``b``'s (small) grid and
@@ -206,8 +234,8 @@ def adjacent_gram(a: Tensor, b: Tensor, shift: float = 0.0, blur: bool = False) 
         raise ValueError("adjacent_gram: the first map must be the larger one")
     bsz, ca = a.shape[:2]
     cb = b.shape[1]
-    m = big[0] * big[1]
-    shifted = a + shift if shift else a
+    m = divisor or big[0] * big[1]
+    shifted = _windowed(a + shift if shift else a, window)
     half = big == (2 * small[0], 2 * small[1])
     if blur:  # shift, then blur and reduce (the blur must read zero outside the grid)
         moved = F.conv2d(shifted, _offset_kernels(False, ca, a), padding=1, groups=ca)
@@ -221,7 +249,7 @@ def adjacent_gram(a: Tensor, b: Tensor, shift: float = 0.0, blur: bool = False) 
     g = copies.reshape(bsz, ca * 9, -1) @ b.reshape(bsz, cb, -1).transpose(1, 2)
     g = g.reshape(bsz, ca, 9, cb).transpose(1, 2)  # (B, 9, C_a, C_b)
     if shift:
-        inside = shifted.reshape(bsz, ca, m) @ _valid_masks(big, a).t()  # (B, C_a, 9)
+        inside = shifted.reshape(bsz, ca, -1) @ _valid_masks(big, a).t()  # (B, C_a, 9)
         g = g + shift * inside.transpose(1, 2).unsqueeze(3)
     return g / m
 
@@ -301,7 +329,14 @@ def weighted_gram(a: Tensor, c: Tensor, scale: float = 1.0) -> Tensor:
     return typing.cast(Tensor, _WeightedGram.apply(a, c, scale))
 
 
-def content_aware_gram(features: Tensor, content: Tensor, shift: float = 0.0) -> Tensor:
+def content_aware_gram(
+    features: Tensor,
+    content: Tensor,
+    shift: float = 0.0,
+    *,
+    window: Tensor | None = None,
+    divisor: float = 0.0,
+) -> Tensor:
     """(F + s)(F + s)ᵀ weighted by each channel k of a content map, / M -> (B, C, C, K).
 
     ``content``: (B, K, h, w), the same image's content layer (paper §4.4: conv4_2,
@@ -309,11 +344,14 @@ def content_aware_gram(features: Tensor, content: Tensor, shift: float = 0.0) ->
     """
     b, n, h, w = features.shape
     up = upsample_nearest(content, (h, w)).reshape(b, content.shape[1], h * w)
-    return weighted_gram((features + shift).reshape(b, n, h * w), up, 1.0 / (h * w))
+    a = _windowed(features + shift, window).reshape(b, n, h * w)  # window² = window
+    return weighted_gram(a, up, 1.0 / (divisor or h * w))
 
 
-def gram_cube(features: Tensor, shift: float = 0.0) -> Tensor:
+def gram_cube(
+    features: Tensor, shift: float = 0.0, *, window: Tensor | None = None, divisor: float = 0.0
+) -> Tensor:
     """Σ_p (F + s)_ip (F + s)_jp (F + s)_kp / M for (B, C, H, W) -> (B, C, C, C) (§4.5)."""
     b, n, h, w = features.shape
-    a = (features + shift).reshape(b, n, h * w)
-    return weighted_gram(a, a, 1.0 / (h * w))
+    a = _windowed(features + shift, window).reshape(b, n, h * w)  # window³ = window
+    return weighted_gram(a, a, 1.0 / (divisor or h * w))

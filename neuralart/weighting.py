@@ -1,4 +1,4 @@
-"""Gradient masking and amplified activations (paper.md §4.1-§4.2).
+"""Gradient masking and amplified activations (docs/method.md §4.1-§4.2).
 
 Both leave the objective's value alone and change only the *style* gradient that reaches
 a feature map ``F_l(x)``: it is multiplied element-wise by weights computed once from
@@ -20,8 +20,9 @@ import torch
 from torch import Tensor
 
 from neuralart.config import StyleConfig
+from neuralart.layers import LAYERS
 
-# paper.md §4.1 [decided]: the fraction kept for conv1_1..conv5_1; every layer of a
+# docs/method.md §4.1 [decided]: the fraction kept for conv1_1..conv5_1; every layer of a
 # block uses its block's value unless style.mask_keep names it.
 MASK_KEEP_BY_BLOCK: tuple[float, ...] = (0.5, 0.25, 0.1, 0.05, 0.01)
 
@@ -29,7 +30,7 @@ MASK_KEEP_BY_BLOCK: tuple[float, ...] = (0.5, 0.25, 0.1, 0.05, 0.01)
 def mask_keep(style: StyleConfig, layer: str) -> float:
     """The fraction of ``layer``'s activations the mask keeps."""
     chosen = dict(style.mask_keep)
-    return chosen.get(layer, MASK_KEEP_BY_BLOCK[int(layer[4]) - 1])
+    return chosen.get(layer, MASK_KEEP_BY_BLOCK[LAYERS[layer].block - 1])
 
 
 def top_fraction_mask(features: Tensor, keep: float) -> Tensor:

@@ -6,21 +6,17 @@ import pytest
 import torch
 
 from neuralart.config import ContentConfig, StyleConfig
-from neuralart.losses import (
-    Objective,
-    content_terms,
-    normalised_weights,
-    style_pairs,
-    style_terms,
-    tv_loss,
-)
+from neuralart.layers import normalised_weights
+from neuralart.losses import Objective, content_terms, tv_loss
 from neuralart.presets import resolve
+from neuralart.stats import style_terms
+from neuralart.stats.gram import style_pairs
 
 
 def test_classic_weights_are_uniform_and_sum_to_one():
     config, _ = resolve("classic")
     terms = style_terms(config.style)
-    assert [(t.a, t.b) for t in terms] == [(n, n) for n in config.style.layers]
+    assert [t.layers for t in terms] == [(n, n) for n in config.style.layers]
     assert [t.weight for t in terms] == pytest.approx([0.2] * 5)
     assert content_terms(config.content) == [("conv4_2", 1.0)]
 

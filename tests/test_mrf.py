@@ -1,4 +1,4 @@
-"""The CNN-MRF energy (paper.md §6) against naive, loop-based references."""
+"""The CNN-MRF energy (docs/method.md §6) against naive, loop-based references."""
 
 from __future__ import annotations
 
@@ -253,15 +253,17 @@ def _inscribed_factor(width: int, height: int, degrees: float) -> float:
 def test_style_variants_count_order_and_sizes(size):
     w, h = size
     image = Image.new("RGB", size, (GREY, GREY, GREY))
-    variants = style_variants(image, rotations=1, scales=1)
+    pairs = style_variants(image, rotations=1, scales=1)
+    variants = [v for v, _ in pairs]
     assert len(variants) == 5
-    assert variants[0].size == (w, h)
-    assert variants[3].size == (round(w * 1.05), round(h * 1.05))
-    assert variants[4].size == (round(w / 1.05), round(h / 1.05))
-    for rotated in variants[1:3]:
+    assert pairs[0] == (image, 1.0)
+    # Scaled copies are the image itself with its factor (resized once, per level).
+    assert pairs[3] == (image, pytest.approx(1.05)) and pairs[4] == (image, pytest.approx(1 / 1.05))
+    for rotated, relative in pairs[1:3]:
         factor = _inscribed_factor(w, h, 7.5)
         cw, ch = rotated.size
         assert abs(cw - w * factor) <= 1 and abs(ch - h * factor) <= 1
+        assert relative == pytest.approx(max(cw, ch) / max(w, h))
     assert len(style_variants(image)) == 1
     assert len(style_variants(image, rotations=2, scales=3)) == 1 + 4 + 6
 
@@ -269,7 +271,7 @@ def test_style_variants_count_order_and_sizes(size):
 @pytest.mark.parametrize("size", [(64, 48), (45, 70), (40, 40)])
 def test_rotated_variants_have_no_black_corner_fill(size):
     image = Image.new("RGB", size, (GREY, GREY, GREY))
-    variants = style_variants(image, rotations=2, scales=0)
+    variants = [v for v, _ in style_variants(image, rotations=2, scales=0)]
     assert len(variants) == 5
     for rotated in variants[1:]:
         pixels = np.asarray(rotated.convert("RGB")).astype(int)
@@ -284,7 +286,7 @@ def test_rotated_variants_turn_by_minus_then_plus_7_5_degrees_per_step():
     # in image coordinates (y down) makes the bar's x grow with y at slope tan(angle).
     image = Image.new("RGB", (81, 61), (0, 0, 0))
     ImageDraw.Draw(image).rectangle((39, 0, 41, 60), fill=(255, 255, 255))
-    variants = style_variants(image, rotations=2, scales=0)
+    variants = [v for v, _ in style_variants(image, rotations=2, scales=0)]
     expected = [-7.5, 7.5, -15.0, 15.0]
     for rotated, angle in zip(variants[1:], expected, strict=True):
         bright = np.asarray(rotated.convert("L")).astype(float)

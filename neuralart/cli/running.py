@@ -36,11 +36,11 @@ def overrides(**flags: Any) -> dict[str, Any]:
         "weights": ("network", "weights"),
         "pooling": ("network", "pooling"),
         "normalize": ("network", "normalize"),
-        "mrf_rotations": ("style", "rotations"),
-        "mrf_scales": ("style", "scales"),
-        "scales": ("optimizer", "levels"),
+        "mrf_rotated_copies": ("style", "rotated_copies"),
+        "mrf_scaled_copies": ("style", "scaled_copies"),
+        "levels": ("optimizer", "levels"),
         "style_blend": ("style", "blend"),
-        "style_scale": ("style", "scale"),
+        "style_scale": ("style", "image_scale"),
         "preserve_color": ("preserve_color",),
         "max_pixels": ("max_pixels",),
         "gradient_weighting": ("style", "gradient_weighting"),
@@ -49,7 +49,7 @@ def overrides(**flags: Any) -> dict[str, Any]:
     # Flags typed as text on the command line, checked and converted here.
     parsers: dict[str, Callable[[str], Any]] = {
         "iterations": parse_iterations,
-        "scales": parse_scales,
+        "levels": parse_levels,
         "style_blend": parse_blend,
     }
     out: dict[str, Any] = {}
@@ -191,12 +191,13 @@ def run_and_save(
             frame_sink=frame_writer(frames[1]) if frames else None,
             network=network,
             style_cache=style_cache,
+            fit_levels=not levels_chosen(provenance, config),
         )
-    interrupted = bool(result.record.get("interrupted"))
+    interrupted = result.interrupted
     if interrupted:  # a second Ctrl-C while the picture so far is saved exits at once
         signal.signal(signal.SIGINT, signal.SIG_DFL)
-    elif "stopped" in result.record and not quiet:
-        warn(result.record["stopped"])
+    elif result.stopped and not quiet:
+        warn(result.stopped)
     metadata = {
         "neuralart": __version__,
         **({"content": str(content)} if content is not None else {"texture": True}),
@@ -212,8 +213,16 @@ def run_and_save(
     if as_json:
         typer.echo(json.dumps(summary(written, config.name, result)))
     elif not quiet:
-        seconds = result.record["seconds"]
-        typer.echo(f"wrote {written} ({seconds:.1f} s, device {result.record['device']})")
+        typer.echo(f"wrote {written} ({result.seconds:.1f} s, device {result.device})")
+
+
+def levels_chosen(provenance: dict[str, str], config: Config) -> bool:
+    """Whether the user set the number of coarse-to-fine levels on the command line
+    (``--levels``, or one ``--iterations`` count per level): then it is kept as asked."""
+    per_level = isinstance(config.optimizer.iterations, tuple)
+    return provenance.get("optimizer.levels") == "flag" or (
+        per_level and provenance.get("optimizer.iterations") == "flag"
+    )
 
 
 def frame_writer(folder: Path) -> Callable[[StepEvent, Any], None]:
@@ -234,21 +243,13 @@ def check_inputs(content: Path | None, styles: list[Path]) -> None:
             raise NeuralartError(f"{role} not found: {path}")
 
 
-_TIMINGS = ("seconds", "setup_seconds")
-
-
 def run_metadata(result: TransferResult, provenance: dict[str, str]) -> dict[str, Any]:
     """What goes into the output file: no timings, so that a seeded run is byte-identical."""
-    record = {k: v for k, v in result.record.items() if k not in _TIMINGS}
-    if "levels" in record:
-        record["levels"] = [
-            {k: v for k, v in level.items() if k not in _TIMINGS} for level in record["levels"]
-        ]
     return {
         "seed": result.seed,
         "config": {**result.config.to_dict(), "seed": result.seed},
         "provenance": provenance,
-        "record": record,
+        "record": result.record(timings=False),
     }
 
 
@@ -257,9 +258,9 @@ def summary(written: Path, preset: str, result: TransferResult) -> dict[str, Any
         "output": str(written),
         "preset": preset,
         "seed": result.seed,
-        "seconds": result.record["seconds"],
-        "iterations": result.record["iterations"],
-        "final_losses": result.record["final_losses"],
+        "seconds": round(result.seconds, 3),
+        "iterations": result.iterations,
+        "final_losses": result.final_losses,
     }
 
 
@@ -287,7 +288,7 @@ def parse_iterations(text: str) -> int | list[int]:
     return numbers[0] if len(numbers) == 1 else numbers
 
 
-def parse_scales(text: str) -> int | str:
+def parse_levels(text: str) -> int | str:
     """``auto`` or a number of coarse-to-fine levels."""
     if text.strip().lower() == "auto":
         return "auto"
@@ -295,7 +296,7 @@ def parse_scales(text: str) -> int | str:
         return int(text)
     except ValueError:
         raise NeuralartError(
-            f"--scales must be auto or a number of levels (1 = one size only), got {text!r}"
+            f"--levels must be auto or a number of levels (1 = one size only), got {text!r}"
         ) from None
 
 

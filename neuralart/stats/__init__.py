@@ -1,0 +1,127 @@
+"""The style statistics behind one small protocol, and the registry of their YAML names.
+
+A statistic kind (``style.statistic`` in a preset) is one object that knows:
+
+* ``validate``: the options of ``style`` that concern it (one-line errors);
+* ``terms``: the terms it matches (each with the layers it reads and its weight);
+* ``min_edge``: the fewest pixels on a side the picture needs;
+* ``style_copies``: the style image and any extra copies it learns from (CNN-MRF's
+  rotated and scaled copies), each with its scale relative to the style image;
+* ``target`` / ``combine``: a term's target from one style image's features, and the
+  targets of several style images combined with the blend weights;
+* ``loss``: a term's loss against the picture's features;
+* ``memory``: the entries a term keeps (its statistic, its feature-sized copies, scratch).
+
+A statistic that is a sum over positions divided by their number M (every Gram kind,
+``sum_over_positions = True``) also gives ``partial_sum``: the sum over the positions
+inside a window, divided by a given M, so that parts of a picture can be added up into
+the statistic of the whole.
+
+Adding a statistic is one new module with its class, one line in :data:`REGISTRY`, and
+its tests. Nothing here imports torch at module level: configurations are validated
+before torch loads; the computing methods import it when they run.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
+
+from neuralart.errors import NeuralartError
+
+if TYPE_CHECKING:
+    from PIL import Image
+    from torch import Tensor
+
+    from neuralart.config import StyleConfig
+
+
+@dataclass(frozen=True)
+class Term:
+    """One matched statistic: its label, the layers it reads (the first is the grid its
+    positions live on) and its weight among the style terms (the weights sum to 1)."""
+
+    label: str
+    layers: tuple[str, ...]
+    weight: float
+
+
+class Memory(NamedTuple):
+    """Float entries one term needs: its statistic (the target and the difference each
+    hold one), the feature-sized tensors it keeps for the backward pass, and the scratch
+    it uses while it is formed."""
+
+    statistic: int
+    copies: int
+    scratch: int = 0
+
+
+class StyleStatistic(Protocol):
+    name: str
+    sum_over_positions: bool
+    # Paper §4.1-§4.2 reweight the gradient reaching the maps a statistic reads; that
+    # means something for the moment statistics, not for patch matching.
+    supports_gradient_weighting: bool
+
+    def validate(self, style: StyleConfig) -> None: ...
+
+    def terms(self, style: StyleConfig) -> list[Term]: ...
+
+    def min_edge(self, style: StyleConfig) -> int: ...
+
+    def style_copies(
+        self, image: Image.Image, style: StyleConfig
+    ) -> list[tuple[Image.Image, float]]: ...
+
+    def target(self, features: dict[str, Tensor], term: Term, style: StyleConfig) -> Any: ...
+
+    def combine(self, targets: Sequence[Any], weights: Sequence[float]) -> Any: ...
+
+    def loss(
+        self, features: dict[str, Tensor], term: Term, target: Any, style: StyleConfig
+    ) -> Tensor: ...
+
+    def memory(self, style: StyleConfig, term: Term, height: int, width: int) -> Memory: ...
+
+
+def _registry() -> dict[str, StyleStatistic]:
+    from neuralart.stats.gram import GramFamily
+    from neuralart.stats.patches import PatchMatching
+    from neuralart.stats.threeway import ContentAwareGram, GramCube
+
+    return {
+        "gram": GramFamily(),
+        "content-aware": ContentAwareGram(),
+        "gram-cube": GramCube(),
+        "mrf": PatchMatching(),
+    }
+
+
+REGISTRY: dict[str, StyleStatistic] = _registry()
+
+
+def statistic_for(style: StyleConfig) -> StyleStatistic:
+    """The statistic a style configuration names; an unknown name is a one-line error."""
+    found = REGISTRY.get(style.statistic)
+    if found is None:
+        close = difflib.get_close_matches(style.statistic, list(REGISTRY), n=1, cutoff=0.5)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise NeuralartError(
+            f"style.statistic: unknown statistic {style.statistic!r}{hint} "
+            f"(known: {', '.join(REGISTRY)})"
+        )
+    return found
+
+
+def style_terms(style: StyleConfig) -> list[Term]:
+    """The terms of a style configuration (none when its weight is 0)."""
+    return statistic_for(style).terms(style) if style.weight > 0 else []
+
+
+def term_layers(terms: Sequence[Term]) -> list[str]:
+    """Every layer the terms read, shallow to deep."""
+    from neuralart.layers import by_depth
+
+    return by_depth(name for term in terms for name in term.layers)
