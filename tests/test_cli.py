@@ -4,17 +4,27 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
+import yaml
 from conftest import EXAMPLES as REPO_EXAMPLES
 from conftest import error_line
+from typer.main import get_command
 from typer.testing import CliRunner
 
-from neuralart.cli import app
+import neuralart
+from neuralart.cli import app, commands
+from neuralart.cli.commands import HELP_DEFAULTS, PANELS
+from neuralart.cli.output import reported_warnings
+from neuralart.config import AUTO_LEVEL_EDGE, Config, OptimizerConfig
+from neuralart.errors import NeuralartWarning
 from neuralart.images import read_metadata
+from neuralart.presets import bundled_names, preset_text, resolve
 
 runner = CliRunner()
 
@@ -202,9 +212,10 @@ def test_texture_command_writes_the_requested_size(tmp_path, style_path):
 
 
 def test_too_many_levels_for_the_size_is_a_clear_error(content_path, style_path, tmp_path):
+    # Levels chosen on the command line are kept as asked (the preset's may be fitted).
     args = ["transfer", str(content_path), str(style_path), "-p", "cnn-mrf", "--size", "64"]
-    result = runner.invoke(app, [*args, "-o", str(tmp_path / "x.png")])
-    assert result.exit_code == 1 and "fewer --scales" in error_line(result)
+    result = runner.invoke(app, [*args, "--levels", "3", "-o", str(tmp_path / "x.png")])
+    assert result.exit_code == 1 and "fewer --levels" in error_line(result)
 
 
 def test_ctrl_c_saves_the_picture_so_far_marked_partial_and_exits_130(
@@ -420,26 +431,26 @@ def test_batch_from_a_quoted_glob(tmp_path, content_path, style_path):
     assert with_o.exit_code == 1 and "--out-dir" in error_line(with_o)
 
 
-def test_scales_and_per_level_iterations_from_the_command_line(tmp_path, content_path, style_path):
+def test_levels_and_per_level_iterations_from_the_command_line(tmp_path, content_path, style_path):
     out = tmp_path / "levels.png"
     args = ["transfer", str(content_path), str(style_path), "--size", "64", "--seed", "0"]
-    result = runner.invoke(app, [*args, "--scales", "2", "-n", "3,2", "--json", "-o", str(out)])
+    result = runner.invoke(app, [*args, "--levels", "2", "-n", "3,2", "--json", "-o", str(out)])
     assert result.exit_code == 0, result.output
     record = read_metadata(out)["record"]
     assert [level["size"] for level in record["levels"]] == [[32, 22], [64, 43]]
     assert [level["iterations"] for level in record["levels"]] == [3, 2]
     # One number: that many at the first level, half as many at the next.
-    result = runner.invoke(app, [*args, "--scales", "2", "-n", "4", "-o", str(out)])
+    result = runner.invoke(app, [*args, "--levels", "2", "-n", "4", "-o", str(out)])
     assert result.exit_code == 0, result.output
     assert [lv["iterations"] for lv in read_metadata(out)["record"]["levels"]] == [4, 2]
     # auto: one level at this size.
-    result = runner.invoke(app, [*args, "--scales", "auto", "-n", "2", "-o", str(out)])
+    result = runner.invoke(app, [*args, "--levels", "auto", "-n", "2", "-o", str(out)])
     assert result.exit_code == 0, result.output
     record = read_metadata(out)["record"]
     assert "levels" not in record and record["iterations"] == 2
     for bad, message in (
-        (["--scales", "two"], "--scales must be auto or a number"),
-        (["--scales", "3", "-n", "3,2"], "2 iteration counts were given for 3 levels"),
+        (["--levels", "two"], "--levels must be auto or a number"),
+        (["--levels", "3", "-n", "3,2"], "2 iteration counts were given for 3 levels"),
         (["-n", "3,x"], "--iterations must be a whole number"),
     ):
         result = runner.invoke(app, [*args, *bad, "-o", str(out)])
@@ -455,3 +466,235 @@ def test_bf16_precision_runs_and_is_recorded(tmp_path, content_path, style_path)
     assert meta["config"]["precision"] == "bf16" and meta["record"]["precision"] == "bf16"
     losses = meta["record"]["final_losses"]
     assert losses["total"] < meta["record"]["initial_losses"]["total"]
+
+
+# ---------------------------------------------------------------------------- help
+
+
+def _help_text(command: str) -> str:
+    """The command's help on a wide terminal, box drawing removed, one line of words."""
+    result = runner.invoke(app, [command, "--help"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    return " ".join(result.stdout.replace("│", " ").split())
+
+
+def _options(command: str):
+    params = get_command(app).commands[command].params  # type: ignore[attr-defined]
+    return [p for p in params if p.param_type_name == "option"]
+
+
+UNGROUPED = {"--preset", "--presets", "--quiet", "--json", "--help"}
+NO_DEFAULT = {"--help", "--quiet", "--json"}  # plain switches
+
+
+@pytest.mark.parametrize("command", ["transfer", "texture", "compare"])
+def test_help_groups_the_options_and_states_every_default(command):
+    raw = runner.invoke(app, [command, "--help"], env={"COLUMNS": "200"}).stdout
+    text = _help_text(command)
+    options = [p for p in _options(command) if not p.hidden]
+    used = []
+    for option in options:
+        name = option.opts[0]
+        if name in UNGROUPED:
+            assert option.rich_help_panel is None, name
+        else:
+            assert option.rich_help_panel in PANELS, name
+            used.append(option.rich_help_panel)
+        if name not in NO_DEFAULT:
+            assert "[default:" in (option.help or "") or option.default is not None, name
+    for panel in set(used):
+        assert f"─ {panel} ─" in raw
+    if command == "transfer":
+        assert set(used) == set(PANELS)
+    assert text.count("[default:") >= len(options) - len(NO_DEFAULT)
+    assert not re.search(r"\s\.(\s|$)", text), "a dangling ' .'"
+    assert "[default: ]" not in text and "\\[" not in text
+    for old in ("--scales", "--mrf-rotations", "--mrf-scales"):
+        assert old not in text  # hidden aliases
+    if command != "compare":
+        assert "--levels" in text and "--mrf-rotated-copies" in text
+
+
+def test_help_defaults_come_from_config_and_agree_with_the_bundled_presets():
+    # built-in: no bundled preset sets the key; preset: all do; either: some do.
+    provenances = [resolve(name)[1] for name in bundled_names()]
+    assert {"size", "optimizer.iterations", "style.weight", "device", "seed"} <= set(HELP_DEFAULTS)
+    for key, source in HELP_DEFAULTS.items():
+        set_there = [provenance[key].startswith("preset:") for provenance in provenances]
+        expected = "preset" if all(set_there) else "either" if any(set_there) else "built-in"
+        assert source == expected, key
+    text = _help_text("transfer")
+    assert (
+        f"Long edge of the output in pixels. [default: the preset's, else {Config().size}]" in text
+    )
+    assert f"[default: the preset's, else {OptimizerConfig().iterations}]" in text
+    assert f"at most {AUTO_LEVEL_EDGE} px" in text
+    assert f"Refuse input images above this many pixels. [default: {Config().max_pixels}]" in text
+    assert f"[default: {Config().device}]" in text
+    assert "Weight of the style loss. [default: the preset's]" in text
+    assert f"Output size: N (square) or WxH. [default: the preset's, else {Config().size}]" in (
+        _help_text("texture")
+    )
+
+
+def test_old_flag_names_still_work_with_one_warning_each(
+    monkeypatch, tmp_path, content_path, style_path
+):
+    runs = []
+    monkeypatch.setattr(commands, "run_and_save", lambda *args, **kwargs: runs.append(args[2]))
+    args = ["transfer", str(content_path), str(style_path), "-p", "cnn-mrf", "-n", "4"]
+    old = runner.invoke(app, [*args, "--scales", "2", "--mrf-rotations", "1", "--mrf-scales", "2"])
+    assert old.exit_code == 0, old.output
+    config = runs[-1]
+    assert config.optimizer.levels == 2
+    assert (config.style.rotated_copies, config.style.scaled_copies) == (1, 2)
+    assert old.stderr.splitlines() == [
+        f"warning: {a} is now called {b}; the old name goes in the next release"
+        for a, b in (
+            ("--scales", "--levels"),
+            ("--mrf-rotations", "--mrf-rotated-copies"),
+            ("--mrf-scales", "--mrf-scaled-copies"),
+        )
+    ]
+    new = runner.invoke(
+        app, [*args, "--levels", "2", "--mrf-rotated-copies", "1", "--mrf-scaled-copies", "2"]
+    )
+    assert new.exit_code == 0 and new.stderr == "" and runs[-1] == config
+    quiet = runner.invoke(app, [*args, "--scales", "2", "-q"])
+    assert quiet.exit_code == 0 and quiet.stderr == ""
+    both = runner.invoke(app, [*args, "--scales", "2", "--levels", "3"])
+    assert both.exit_code == 1 and "give only --levels" in error_line(both)
+    texture = runner.invoke(app, ["texture", str(style_path), "--scales", "3"])
+    assert texture.exit_code == 0 and runs[-1].optimizer.levels == 3
+    assert texture.stderr.count("--scales is now called --levels") == 1
+
+
+# ------------------------------------------------------------------------- presets
+
+
+def test_presets_show_prints_the_resolved_preset(tmp_path):
+    result = runner.invoke(app, ["presets", "show", "chain-blurred"])
+    assert result.exit_code == 0, result.output
+    first = result.stdout.splitlines()[0]
+    assert first.startswith("# chain-blurred")
+    assert "extends chain, which extends classic-shifted, which extends classic" in first
+    data = yaml.safe_load(result.stdout)
+    assert (
+        data["style"]["blur"] is True and data["style"]["pairs"] == "chain"
+    )  # its own, its parent's
+    assert data["style"]["shift"] == -1 and data["content"]["weight"] == 1  # from further up
+    assert data["network"]["pooling"] == Config().network.pooling  # a built-in default
+    copy = tmp_path / "copy.yaml"  # what it prints is a preset that resolves the same
+    copy.write_text(result.stdout)
+    assert resolve(str(copy))[0] == resolve("chain-blurred")[0]
+    classic = runner.invoke(app, ["presets", "show", "classic"])
+    assert "extends no preset" in classic.stdout.splitlines()[0]
+
+
+def test_presets_show_raw_prints_the_file_as_written():
+    result = runner.invoke(app, ["presets", "show", "--raw", "chain-blurred"])
+    assert result.exit_code == 0
+    assert result.stdout == preset_text("chain-blurred")
+    assert "extends: chain" in result.stdout and "pooling" not in result.stdout
+
+
+def test_presets_show_a_file_that_extends_another(tmp_path):
+    base = tmp_path / "base.yaml"
+    base.write_text("extends: chain\nstyle:\n  weight: 42\n")
+    mine = tmp_path / "sub" / "mine.yaml"
+    mine.parent.mkdir()
+    mine.write_text("extends: ../base.yaml\nsize: 99\n")
+    result = runner.invoke(app, ["presets", "show", str(mine)])
+    assert result.exit_code == 0, result.output
+    assert f"extends {base}, which extends chain, which extends" in result.stdout.splitlines()[0]
+    data = yaml.safe_load(result.stdout)
+    assert (data["name"], data["size"], data["style"]["weight"]) == ("mine", 99, 42)
+    assert data["description"] == ""  # not the parent's
+    cycle = tmp_path / "cycle.yaml"
+    cycle.write_text("extends: cycle.yaml\n")
+    result = runner.invoke(app, ["presets", "show", str(cycle)])
+    assert result.exit_code == 1 and "cycle" in error_line(result)
+
+
+def test_presets_list_marks_the_experimental_ones():
+    result = runner.invoke(app, ["presets", "list"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0
+    assert "masked-gradients (experimental)" in result.stdout
+    assert "gram-cubes (experimental)" in result.stdout
+    assert "chain-blurred (experimental)" not in result.stdout
+    assert "chain-blurred" in result.stdout
+
+
+# ------------------------------------------------------------------------ warnings
+
+PACKAGE = Path(neuralart.__file__).resolve().parent
+
+
+def _code_at(path: Path, source: str) -> dict:
+    """Functions compiled as if they were written in the file ``path``."""
+    namespace: dict = {"__name__": path.stem}
+    exec(compile(source, str(path), "exec"), namespace)
+    return namespace
+
+
+def test_every_warning_neuralarts_code_emits_is_shown_once(capsys):
+    own = _code_at(
+        PACKAGE / "some_module.py",
+        "import warnings\n"
+        "def run():\n"
+        "    for _ in range(3):\n"
+        "        warnings.warn('tiles overlap', UserWarning)\n"
+        "    warnings.warn('a runtime note', RuntimeWarning, stacklevel=2)\n",
+    )
+    with reported_warnings(quiet=False):
+        own["run"]()
+        warnings.warn("from anywhere, but the tool's own kind", NeuralartWarning, stacklevel=1)
+        warnings.warn("from anywhere, but the tool's own kind", NeuralartWarning, stacklevel=1)
+    assert capsys.readouterr().err.splitlines() == [
+        "warning: tiles overlap",
+        "warning: a runtime note",
+        "warning: from anywhere, but the tool's own kind",
+    ]
+    with reported_warnings(quiet=True):
+        own["run"]()
+    assert capsys.readouterr().err == ""
+
+
+def test_other_libraries_warnings_stay_hidden(tmp_path, capsys):
+    library = _code_at(
+        tmp_path / "site-packages" / "somelib.py",
+        "import warnings\n"
+        "def old_api():\n"
+        "    warnings.warn('old_api is deprecated', UserWarning, stacklevel=2)\n"
+        "def noisy():\n"
+        "    warnings.warn('noise', FutureWarning)\n",
+    )
+    # neuralart's code calls the library; the first warning points at neuralart's line.
+    caller = _code_at(
+        PACKAGE / "calls_a_library.py", "def run(lib):\n    lib['old_api']()\n    lib['noisy']()\n"
+    )
+    with reported_warnings(quiet=False), warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        caller["run"](library)
+    with reported_warnings(quiet=False):
+        caller["run"](library)
+        warnings.warn("not the tool's", DeprecationWarning, stacklevel=1)
+    assert capsys.readouterr().err == ""
+    assert seen[0].filename == str(PACKAGE / "calls_a_library.py")  # the case that matters
+
+
+def test_a_warning_while_resolving_a_preset_reaches_the_terminal_once(
+    monkeypatch, tmp_path, content_path, style_path
+):
+    old = tmp_path / "old.yaml"
+    old.write_text("style:\n  scale: 0.5\n")
+    line = f"warning: {old}: style.scale is now called style.image_scale"
+    result = runner.invoke(app, ["presets", "show", str(old)])
+    assert result.exit_code == 0 and "image_scale: 0.5" in result.stdout
+    assert [x for x in result.stderr.splitlines()] == [
+        f"{line}; the old name goes in the next release"
+    ]
+    monkeypatch.setattr(commands, "run_and_save", lambda *args, **kwargs: None)
+    result = runner.invoke(app, ["transfer", str(content_path), str(style_path), "-p", str(old)])
+    assert result.exit_code == 0 and result.stderr.startswith(line)
+    assert len(result.stderr.splitlines()) == 1

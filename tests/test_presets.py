@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+from typing import NamedTuple
+
 import pytest
 import torch
 
-from neuralart.losses import content_terms, style_terms
+from neuralart.losses import content_terms
 from neuralart.presets import bundled_names, list_presets, resolve
+from neuralart.stats import style_terms as registry_terms
 from neuralart.transfer import transfer
 
 GRAM_PRESETS = [
@@ -33,10 +38,38 @@ CHAIN = [
 ]  # fmt: skip
 
 
+# Every bundled preset's resolved configuration, captured before the presets were rewritten
+# to hold only what they change (extends:): the rewrite changed no value.
+RESOLVED_BEFORE = Path(__file__).with_name("presets_resolved.json")
+
+
+@pytest.mark.parametrize("name", bundled_names())
+def test_every_bundled_preset_resolves_as_before_extends(name):
+    expected = json.loads(RESOLVED_BEFORE.read_text(encoding="utf-8"))
+    assert resolve(name)[0].to_dict() == expected[name]
+
+
+def test_no_bundled_preset_went_missing():
+    expected = json.loads(RESOLVED_BEFORE.read_text(encoding="utf-8"))
+    assert sorted(bundled_names()) == sorted(expected)
+
+
 def test_all_nine_gram_presets_are_bundled_in_table_order():
     assert bundled_names()[:9] == GRAM_PRESETS
     rows = {info.name: info.paper_row for info in list_presets()}
     assert rows["chain-blurred"] == "Chain Blurred" and rows["all-to-content"] == "All-To-Content"
+
+
+class Pair(NamedTuple):
+    """A style term as the layers it correlates: a Gram of one layer is the pair (l, l)."""
+
+    a: str
+    b: str
+    weight: float
+
+
+def style_terms(style):
+    return [Pair(t.layers[0], t.layers[-1], t.weight) for t in registry_terms(style)]
 
 
 def _terms(name):
@@ -108,8 +141,8 @@ def test_classic_weights_are_uniform(name):
 def test_every_preset_runs_and_lowers_its_objective(network, content_path, style_path, name):
     config, _ = resolve(name, {"size": 48, "optimizer": {"iterations": 5}, "seed": 0})
     result = transfer(content_path, [style_path], config, network=network)
-    initial, final = result.record["initial_losses"], result.record["final_losses"]
-    assert result.record["iterations"] == 5
+    initial, final = result.initial_losses, result.final_losses
+    assert result.iterations == 5
     assert final["total"] < initial["total"]
     assert final["style"] < initial["style"]
 
@@ -130,7 +163,7 @@ def test_a_yaml_variant_runs_without_code(tmp_path, network, content_path, style
     assert [name for name, _ in content] == ["conv3_1", "conv4_1"]
     assert [w for _, w in content] == pytest.approx([1 / 3, 2 / 3])
     result = transfer(content_path, [style_path], config, network=network)
-    assert result.record["final_losses"]["total"] < result.record["initial_losses"]["total"]
+    assert result.final_losses["total"] < result.initial_losses["total"]
 
 
 def test_cnn_mrf_runs_its_three_levels_coarse_to_fine(content_path, style_path):
@@ -145,9 +178,9 @@ def test_cnn_mrf_runs_its_three_levels_coarse_to_fine(content_path, style_path):
     events = []
     network = NetworkCache(torch.device("cpu")).get(config)
     result = transfer(content_path, [style_path], config, network=network, callback=events.append)
-    levels = result.record["levels"]
-    assert [level["size"] for level in levels] == [[40, 26], [80, 53], [160, 106]]
-    assert result.image.size == (160, 106) and result.record["iterations"] == 9
+    assert [level.size for level in result.levels] == [(40, 27), (80, 53), (160, 106)]
+    assert [level.iterations for level in result.levels] == [3, 3, 3]
+    assert result.image.size == (160, 106) and result.iterations == 9
     assert [(e.level, e.iteration) for e in events] == [
         (lv, i) for lv in (1, 2, 3) for i in (1, 2, 3)
     ]
@@ -159,7 +192,7 @@ def test_texture_without_content_has_the_requested_size(network, style_path):
     config, _ = resolve("classic", {"optimizer": {"iterations": 3}, "seed": 4})
     result = transfer(None, [style_path], config, network=network, output_size=(56, 40))
     assert result.image.size == (56, 40)
-    assert "content" not in result.record["final_losses"]
-    assert result.record["final_losses"]["style"] < result.record["initial_losses"]["style"]
+    assert "content" not in result.final_losses
+    assert result.final_losses["style"] < result.initial_losses["style"]
     again = transfer(None, [style_path], config, network=network, output_size=(56, 40))
     assert again.image.tobytes() == result.image.tobytes()  # seeded noise

@@ -7,14 +7,16 @@ that ``neuralart --help`` and ``--version`` start fast.
 from __future__ import annotations
 
 import json
+import signal
+import warnings
 from enum import Enum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any, Literal, TypeVar
 
 import typer
 
 from neuralart import __version__
-from neuralart.cli.output import Progress, reported_warnings, user_errors
+from neuralart.cli.output import Progress, error, reported_warnings, user_errors
 from neuralart.cli.running import (
     batch_contents,
     check_inputs,
@@ -26,8 +28,9 @@ from neuralart.cli.running import (
     run_metadata,
     summary,
 )
-from neuralart.config import Config
-from neuralart.errors import NeuralartError
+from neuralart.config import AUTO_LEVEL_EDGE, Config
+from neuralart.errors import NeuralartError, NeuralartWarning
+from neuralart.presets import DEFAULT_PRESET
 
 app = typer.Typer(
     name="neuralart",
@@ -36,12 +39,14 @@ app = typer.Typer(
     add_completion=False,
     context_settings={"help_option_names": ["-h", "--help"]},
     pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
 )
 
 presets_app = typer.Typer(
     help="List and show the bundled presets.",
     no_args_is_help=True,
     context_settings={"help_option_names": ["-h", "--help"]},
+    rich_markup_mode="rich",
 )
 app.add_typer(presets_app, name="presets")
 
@@ -63,6 +68,11 @@ class GradientWeighting(str, Enum):
     amplify = "amplify"
 
 
+class Precision(str, Enum):
+    fp32 = "fp32"
+    bf16 = "bf16"
+
+
 def _version(value: bool) -> None:
     if value:
         typer.echo(f"neuralart {__version__}")
@@ -81,7 +91,49 @@ def _root(
     """Repaint a photograph in the style of a painting (VGG-19 feature optimisation)."""
 
 
-# --------------------------------------------------------------------------- progress
+# ------------------------------------------------------------------------------ help
+
+# The panels that group the options of transfer, texture and compare, in this order
+# (options without a panel, such as --preset, --quiet and --json, come first).
+OUTPUT = "Output"
+STYLE = "Style and weights"
+OPTIMISATION = "Optimisation"
+NETWORK = "Network and device"
+MRF = "CNN-MRF"
+EXPERIMENTAL = "Experimental (paper §4)"
+BATCH = "Batch"
+PANELS = (OUTPUT, STYLE, OPTIMISATION, NETWORK, MRF, EXPERIMENTAL, BATCH)
+
+DefaultSource = Literal["built-in", "preset", "either"]
+# How each option's help states its default, by the configuration key the option sets:
+# built-in: no bundled preset sets the key, so the default of neuralart/config.py applies;
+# preset: every bundled preset sets it (classic does, and every preset starts from it);
+# either: some presets set it, the others keep the default of neuralart/config.py.
+# tests/test_cli.py holds these against the bundled presets.
+HELP_DEFAULTS: dict[str, DefaultSource] = {}
+
+
+def built_in_default(key: str) -> Any:
+    """The default of a dotted configuration key, from the dataclasses of config.py."""
+    node: Any = Config()
+    for part in key.split("."):
+        node = getattr(node, part)
+    return node
+
+
+def _help(text: str, key: str, source: DefaultSource, shown: str | None = None) -> str:
+    """``text`` with the option's effective default, derived from config.py."""
+    HELP_DEFAULTS[key] = source
+    if shown is None:
+        value = built_in_default(key)
+        shown = f"{value:g}" if isinstance(value, float) else str(value)
+    default = {
+        "built-in": shown,
+        "preset": "the preset's",
+        "either": f"the preset's, else {shown}",
+    }[source]
+    return rf"{text} \[default: {default}]"  # \[: a bracket, not rich markup
+
 
 PresetOpt = Annotated[
     str, typer.Option("--preset", "-p", help="Bundled preset name or a YAML file.")
@@ -92,58 +144,126 @@ IterationsOpt = Annotated[
     typer.Option(
         "--iterations",
         "-n",
-        help="L-BFGS iterations: N at the first level and half as many at each finer one, "
-        "or one count per level (e.g. 300,100) [default: the preset's, 500].",
+        help=_help(
+            "L-BFGS iterations: N at the first level and half as many at each finer one, "
+            "or one count per level (e.g. 300,100).",
+            "optimizer.iterations",
+            "either",
+        ),
+        rich_help_panel=OPTIMISATION,
     ),
 ]
 
-TvOpt = Annotated[float | None, typer.Option(help="Weight of total variation.")]
-
-SeedOpt = Annotated[int | None, typer.Option(help="Random seed (recorded in the output).")]
-
-DeviceOpt = Annotated[
-    str | None, typer.Option(help="auto (cuda, then mps, then cpu), cpu, cuda[:N] or mps.")
+TvOpt = Annotated[
+    float | None,
+    typer.Option(
+        help=_help("Weight of total variation.", "tv_weight", "either"), rich_help_panel=STYLE
+    ),
 ]
 
+SeedOpt = Annotated[
+    int | None,
+    typer.Option(
+        help=_help("Random seed.", "seed", "built-in", "a random one, recorded in the output"),
+        rich_help_panel=OPTIMISATION,
+    ),
+]
 
-class Precision(str, Enum):
-    fp32 = "fp32"
-    bf16 = "bf16"
-
+DeviceOpt = Annotated[
+    str | None,
+    typer.Option(
+        help=_help("auto (cuda, then mps, then cpu), cpu, cuda[:N] or mps.", "device", "built-in"),
+        rich_help_panel=NETWORK,
+    ),
+]
 
 PrecisionOpt = Annotated[
     Precision | None,
     typer.Option(
-        help="fp32 (TF32 tensor cores on CUDA), or bf16: the network in bfloat16, "
-        "statistics in float32 [default: fp32]."
+        help=_help(
+            "fp32 (TF32 tensor cores on CUDA), or bf16: the network in bfloat16, "
+            "statistics in float32.",
+            "precision",
+            "built-in",
+        ),
+        rich_help_panel=NETWORK,
     ),
 ]
 
 WeightsOpt = Annotated[
-    str | None, typer.Option(help="VGG-19 weights: embedded, torchvision, or a .pth file.")
+    str | None,
+    typer.Option(
+        help=_help(
+            "VGG-19 weights: embedded, torchvision, or a .pth file.", "network.weights", "built-in"
+        ),
+        rich_help_panel=NETWORK,
+    ),
 ]
 
 LevelsOpt = Annotated[
     str | None,
     typer.Option(
-        "--scales",
         "--levels",
-        help="Coarse-to-fine levels, each at twice the size of the one before: a number, "
-        "or auto (halve until the first is at most 768 px) [default: auto].",
+        help=_help(
+            "Coarse-to-fine levels, each at twice the size of the one before: a number, or "
+            f"auto (halve until the first is at most {AUTO_LEVEL_EDGE} px).",
+            "optimizer.levels",
+            "either",
+        ),
+        rich_help_panel=OPTIMISATION,
     ),
 ]
 
-RotationsOpt = Annotated[
-    int | None, typer.Option(help="CNN-MRF: rotated style copies on each side (pi/24 steps).")
+RotatedCopiesOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--mrf-rotated-copies",
+        help=_help(
+            "Rotated copies of the style image on each side (steps of pi/24).",
+            "style.rotated_copies",
+            "built-in",
+        ),
+        rich_help_panel=MRF,
+    ),
 ]
 
-ScalesOpt = Annotated[
-    int | None, typer.Option(help="CNN-MRF: scaled style copies on each side (x1.05 steps).")
+ScaledCopiesOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--mrf-scaled-copies",
+        help=_help(
+            "Scaled copies of the style image on each side (steps of x1.05).",
+            "style.scaled_copies",
+            "built-in",
+        ),
+        rich_help_panel=MRF,
+    ),
 ]
+
+# The names of the release before, still read (not shown in the help), with a warning.
+OldLevelsOpt = Annotated[str | None, typer.Option("--scales", hidden=True)]
+OldRotationsOpt = Annotated[int | None, typer.Option("--mrf-rotations", hidden=True)]
+OldScalesOpt = Annotated[int | None, typer.Option("--mrf-scales", hidden=True)]
 
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but errors.")]
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON summary line on stdout.")]
+
+T = TypeVar("T")
+
+
+def _renamed_flag(new: T | None, old: T | None, new_flag: str, old_flag: str) -> T | None:
+    """The value of an option given under its new or (with a warning) its old name."""
+    if old is None:
+        return new
+    if new is not None:
+        raise NeuralartError(f"{old_flag} is the old name of {new_flag}: give only {new_flag}")
+    warnings.warn(
+        f"{old_flag} is now called {new_flag}; the old name goes in the next release",
+        NeuralartWarning,
+        stacklevel=2,
+    )
+    return old
 
 
 @app.command()
@@ -153,113 +273,211 @@ def transfer(
         typer.Argument(help="The photograph to repaint; a folder or a quoted glob for a batch."),
     ],
     style: Annotated[list[Path], typer.Argument(help="The painting (style image).")],
-    preset: PresetOpt = "classic",
+    preset: PresetOpt = DEFAULT_PRESET,
+    quiet: QuietOpt = False,
+    as_json: JsonOpt = False,
+    # Output
     output: Annotated[
         Path | None,
-        typer.Option("--output", "-o", help="Output file (PNG by default; format by suffix)."),
+        typer.Option(
+            "--output",
+            "-o",
+            help=r"Output file, PNG unless its suffix says otherwise. "
+            r"\[default: CONTENT_STYLE_PRESET.png]",
+            rich_help_panel=OUTPUT,
+        ),
     ] = None,
-    out_dir: Annotated[
-        Path | None,
-        typer.Option(help="Batch: the folder for the outputs [default: the current folder]."),
-    ] = None,
-    skip_existing: Annotated[
-        bool, typer.Option(help="Batch: leave contents whose output already exists.")
-    ] = False,
     size: Annotated[
-        int | None, typer.Option(help="Long edge of the output in pixels [default: 512].")
+        int | None,
+        typer.Option(
+            help=_help("Long edge of the output in pixels.", "size", "either"),
+            rich_help_panel=OUTPUT,
+        ),
     ] = None,
-    iterations: IterationsOpt = None,
-    style_weight: Annotated[float | None, typer.Option(help="Weight of the style loss.")] = None,
+    max_pixels: Annotated[
+        int | None,
+        typer.Option(
+            help=_help("Refuse input images above this many pixels.", "max_pixels", "built-in"),
+            rich_help_panel=OUTPUT,
+        ),
+    ] = None,
+    save_every: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            help="Also save the picture every N iterations (0: never).",
+            rich_help_panel=OUTPUT,
+        ),
+    ] = 0,
+    frames_dir: Annotated[
+        Path | None,
+        typer.Option(
+            help=r"Folder for --save-every frames. \[default: OUTPUT-STEM_frames]",
+            rich_help_panel=OUTPUT,
+        ),
+    ] = None,
+    # Style and weights
+    style_weight: Annotated[
+        float | None,
+        typer.Option(
+            help=_help("Weight of the style loss.", "style.weight", "preset"),
+            rich_help_panel=STYLE,
+        ),
+    ] = None,
+    content_weight: Annotated[
+        float | None,
+        typer.Option(
+            help=_help("Weight of the content loss.", "content.weight", "preset"),
+            rich_help_panel=STYLE,
+        ),
+    ] = None,
+    tv_weight: TvOpt = None,
     style_blend: Annotated[
         str | None,
-        typer.Option(help="Weights of several style images, e.g. 0.7,0.3 [default: equal]."),
+        typer.Option(
+            help=_help(
+                "Weights of several style images, e.g. 0.7,0.3.", "style.blend", "built-in", "equal"
+            ),
+            rich_help_panel=STYLE,
+        ),
     ] = None,
     style_scale: Annotated[
         float | None,
-        typer.Option(help="Style image size relative to the output (1 = same long edge)."),
-    ] = None,
-    content_weight: Annotated[
-        float | None, typer.Option(help="Weight of the content loss.")
-    ] = None,
-    tv_weight: TvOpt = None,
-    init: Annotated[
-        str | None, typer.Option(help="Start from 'content', 'noise' or an image file.")
-    ] = None,
-    seed: SeedOpt = None,
-    device: DeviceOpt = None,
-    precision: PrecisionOpt = None,
-    weights: WeightsOpt = None,
-    pooling: Annotated[Pooling | None, typer.Option(help="Pooling between blocks.")] = None,
-    normalize: Annotated[
-        bool | None,
         typer.Option(
-            "--normalize/--no-normalize", help="Use Gatys' normalised network.", show_default=False
+            help=_help(
+                "Style image size relative to the output (1: the same long edge).",
+                "style.image_scale",
+                "built-in",
+            ),
+            rich_help_panel=STYLE,
         ),
-    ] = None,
-    levels: LevelsOpt = None,
-    mrf_rotations: RotationsOpt = None,
-    mrf_scales: ScalesOpt = None,
-    max_pixels: Annotated[
-        int | None,
-        typer.Option(help="Refuse input images above this many pixels [default: 100000000]."),
     ] = None,
     preserve_color: Annotated[
         PreserveColor | None,
         typer.Option(
-            help="Keep the photograph's colours: transfer on luminance only, or match the "
-            "style's colours to the photograph's first."
+            help=_help(
+                "Keep the photograph's colours: transfer on luminance only, or match the "
+                "style's colours to the photograph's first.",
+                "preserve_color",
+                "built-in",
+            ),
+            rich_help_panel=STYLE,
         ),
     ] = None,
+    # Optimisation
+    iterations: IterationsOpt = None,
+    levels: LevelsOpt = None,
+    init: Annotated[
+        str | None,
+        typer.Option(
+            help=_help(
+                "Start from 'content', 'noise' or an image file.", "optimizer.init", "built-in"
+            ),
+            rich_help_panel=OPTIMISATION,
+        ),
+    ] = None,
+    seed: SeedOpt = None,
+    # Network and device
+    device: DeviceOpt = None,
+    precision: PrecisionOpt = None,
+    weights: WeightsOpt = None,
+    pooling: Annotated[
+        Pooling | None,
+        typer.Option(
+            help=_help("Pooling between blocks.", "network.pooling", "either"),
+            rich_help_panel=NETWORK,
+        ),
+    ] = None,
+    normalize: Annotated[
+        bool | None,
+        typer.Option(
+            "--normalize/--no-normalize",
+            help=_help(
+                "Use Gatys' normalised network.", "network.normalize", "either", "--normalize"
+            ),
+            show_default=False,
+            rich_help_panel=NETWORK,
+        ),
+    ] = None,
+    # CNN-MRF
+    mrf_rotated_copies: RotatedCopiesOpt = None,
+    mrf_scaled_copies: ScaledCopiesOpt = None,
+    # Experimental
     gradient_weighting: Annotated[
         GradientWeighting | None,
         typer.Option(
-            help="Style gradient times the content's top-activation mask or its "
-            "activations (paper §4.1-4.2)."
+            help=_help(
+                "Multiply the style gradient by a mask of the content's top activations, "
+                "or by its activations (paper §4.1-4.2).",
+                "style.gradient_weighting",
+                "either",
+            ),
+            rich_help_panel=EXPERIMENTAL,
         ),
     ] = None,
     amplify_power: Annotated[
-        float | None, typer.Option(help="With amplify: the power p of F(content)^p [default: 1].")
+        float | None,
+        typer.Option(
+            help=_help(
+                "With amplify: the power p of F(content)^p.", "style.amplify_power", "either"
+            ),
+            rich_help_panel=EXPERIMENTAL,
+        ),
     ] = None,
-    save_every: Annotated[
-        int, typer.Option(min=0, help="Also save the picture every N iterations (0: never).")
-    ] = 0,
-    frames_dir: Annotated[
+    # Batch
+    out_dir: Annotated[
         Path | None,
-        typer.Option(help="Folder for --save-every frames [default: OUTPUT-STEM_frames]."),
+        typer.Option(
+            help=r"The folder for the outputs. \[default: the current folder]",
+            rich_help_panel=BATCH,
+        ),
     ] = None,
-    quiet: QuietOpt = False,
-    as_json: JsonOpt = False,
+    skip_existing: Annotated[
+        bool,
+        typer.Option(help="Leave contents whose output already exists.", rich_help_panel=BATCH),
+    ] = False,
+    scales: OldLevelsOpt = None,
+    mrf_rotations: OldRotationsOpt = None,
+    mrf_scales: OldScalesOpt = None,
 ) -> None:
     """Repaint CONTENT in the style of STYLE."""
     with user_errors():
         from neuralart.presets import resolve
 
-        config, provenance = resolve(
-            preset,
-            overrides(
-                size=size,
-                iterations=iterations,
-                style_weight=style_weight,
-                content_weight=content_weight,
-                tv_weight=tv_weight,
-                init=init,
-                seed=seed,
-                device=device,
-                precision=precision,
-                weights=weights,
-                pooling=pooling,
-                normalize=normalize,
-                scales=levels,
-                mrf_rotations=mrf_rotations,
-                mrf_scales=mrf_scales,
-                style_blend=style_blend,
-                style_scale=style_scale,
-                preserve_color=preserve_color,
-                max_pixels=max_pixels,
-                gradient_weighting=gradient_weighting,
-                amplify_power=amplify_power,
-            ),
-        )
+        with reported_warnings(quiet):
+            levels = _renamed_flag(levels, scales, "--levels", "--scales")
+            rotated = _renamed_flag(
+                mrf_rotated_copies, mrf_rotations, "--mrf-rotated-copies", "--mrf-rotations"
+            )
+            scaled = _renamed_flag(
+                mrf_scaled_copies, mrf_scales, "--mrf-scaled-copies", "--mrf-scales"
+            )
+            config, provenance = resolve(
+                preset,
+                overrides(
+                    size=size,
+                    iterations=iterations,
+                    style_weight=style_weight,
+                    content_weight=content_weight,
+                    tv_weight=tv_weight,
+                    init=init,
+                    seed=seed,
+                    device=device,
+                    precision=precision,
+                    weights=weights,
+                    pooling=pooling,
+                    normalize=normalize,
+                    levels=levels,
+                    mrf_rotated_copies=rotated,
+                    mrf_scaled_copies=scaled,
+                    style_blend=style_blend,
+                    style_scale=style_scale,
+                    preserve_color=preserve_color,
+                    max_pixels=max_pixels,
+                    gradient_weighting=gradient_weighting,
+                    amplify_power=amplify_power,
+                ),
+            )
         batch = batch_contents(content)
         if batch is None:
             out_path = output if output is not None else default_output(content, style, preset)
@@ -285,25 +503,37 @@ def compare(
         str | None,
         typer.Option(
             "--presets",
-            help="Comma-separated preset names or YAML files [default: every bundled "
-            "non-experimental preset].",
+            help=r"Comma-separated preset names or YAML files. "
+            r"\[default: every bundled preset but the experimental ones]",
         ),
     ] = None,
-    output: Annotated[
-        Path | None, typer.Option("--output", "-o", help="The contact sheet (PNG by default).")
-    ] = None,
-    size: Annotated[
-        int | None, typer.Option(help="Long edge of each picture [default: the presets'].")
-    ] = None,
-    iterations: IterationsOpt = None,
-    seed: SeedOpt = None,
-    device: DeviceOpt = None,
-    precision: PrecisionOpt = None,
-    columns: Annotated[int, typer.Option(min=1, help="Pictures per row of the sheet.")] = 4,
     quiet: QuietOpt = False,
     as_json: Annotated[
         bool, typer.Option("--json", help="Print one JSON line per preset on stdout.")
     ] = False,
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            "--output",
+            "-o",
+            help=r"The contact sheet, PNG unless its suffix says otherwise. "
+            r"\[default: CONTENT_STYLE_compare.png]",
+            rich_help_panel=OUTPUT,
+        ),
+    ] = None,
+    size: Annotated[
+        int | None,
+        typer.Option(
+            help=_help("Long edge of each picture.", "size", "either"), rich_help_panel=OUTPUT
+        ),
+    ] = None,
+    columns: Annotated[
+        int, typer.Option(min=1, help="Pictures per row of the sheet.", rich_help_panel=OUTPUT)
+    ] = 4,
+    iterations: IterationsOpt = None,
+    seed: SeedOpt = None,
+    device: DeviceOpt = None,
+    precision: PrecisionOpt = None,
 ) -> None:
     """Run several presets on the same pair and write one labelled contact sheet."""
     with user_errors():
@@ -323,7 +553,8 @@ def compare(
             device=device,
             precision=precision,
         )
-        resolved = [resolve(name, flags) for name in names]  # every preset checked first
+        with reported_warnings(quiet):
+            resolved = [resolve(name, flags) for name in names]  # every preset checked first
         check_inputs(content, style)
         out_path = output if output is not None else default_output(content, style, "compare")
         check_output_path(out_path)
@@ -340,9 +571,14 @@ def compare(
                 label = f"{names[index]} ({index + 1}/{len(names)})"
                 progress.begin(label, sum(config.optimizer.level_iterations(config.size)))
 
-            results = run_compare(
+            comparison = run_compare(
                 content, style, configs, device=dev, on_start=on_start, callback=progress
             )
+            results = comparison.results
+            if comparison.interrupted:  # a second Ctrl-C while the sheet is saved exits
+                signal.signal(signal.SIGINT, signal.SIG_DFL)
+                if not results:
+                    raise KeyboardInterrupt
             long_edge = max(max(r.image.size) for r in results)
             cells = [("content", resize_long_edge(load_image(content), long_edge))]
             cells += [
@@ -350,66 +586,98 @@ def compare(
             ]
         from neuralart.sheet import contact_sheet
 
+        names = names[: len(results)]  # after Ctrl-C: those that ran
         cells += [(name, r.image) for name, r in zip(names, results, strict=True)]
         sheet = contact_sheet(cells, columns=columns)
         metadata = {
             "neuralart": __version__,
             "content": str(content),
             "style": [str(s) for s in style],
+            "partial": comparison.interrupted,
             "presets": {
                 name: run_metadata(result, provenance)
-                for name, result, (_, provenance) in zip(names, results, resolved, strict=True)
+                for name, result, (_, provenance) in zip(
+                    names, results, resolved[: len(results)], strict=True
+                )
             },
         }
         written = save_image(sheet, out_path, metadata=metadata)
+        if comparison.interrupted:
+            error(
+                f"interrupted: saved the sheet so far to {written} ({len(results)} of "
+                f"{len(resolved)} presets, marked partial)"
+            )
+            raise typer.Exit(130)
         if as_json:
             for name, result in zip(names, results, strict=True):
                 typer.echo(json.dumps({**summary(written, name, result), "sheet": str(written)}))
         elif not quiet:
-            total = sum(r.record["seconds"] for r in results)
+            total = sum(r.seconds for r in results)
             typer.echo(f"wrote {written} ({len(results)} presets, {total:.1f} s)")
 
 
 @app.command()
 def texture(
     style: Annotated[list[Path], typer.Argument(help="The image whose texture to synthesise.")],
-    preset: PresetOpt = "classic",
+    preset: PresetOpt = DEFAULT_PRESET,
+    quiet: QuietOpt = False,
+    as_json: JsonOpt = False,
     output: Annotated[
-        Path | None, typer.Option("--output", "-o", help="Output file (PNG by default).")
+        Path | None,
+        typer.Option(
+            "--output",
+            "-o",
+            help=r"Output file, PNG unless its suffix says otherwise. "
+            r"\[default: STYLE_texture_PRESET.png]",
+            rich_help_panel=OUTPUT,
+        ),
     ] = None,
     size: Annotated[
-        str | None, typer.Option(help="Output size: N (square) or WxH [default: the preset's].")
+        str | None,
+        typer.Option(
+            help=_help("Output size: N (square) or WxH.", "size", "either"),
+            rich_help_panel=OUTPUT,
+        ),
     ] = None,
-    iterations: IterationsOpt = None,
     tv_weight: TvOpt = None,
+    iterations: IterationsOpt = None,
+    levels: LevelsOpt = None,
     seed: SeedOpt = None,
     device: DeviceOpt = None,
     precision: PrecisionOpt = None,
     weights: WeightsOpt = None,
-    levels: LevelsOpt = None,
-    mrf_rotations: RotationsOpt = None,
-    mrf_scales: ScalesOpt = None,
-    quiet: QuietOpt = False,
-    as_json: JsonOpt = False,
+    mrf_rotated_copies: RotatedCopiesOpt = None,
+    mrf_scaled_copies: ScaledCopiesOpt = None,
+    scales: OldLevelsOpt = None,
+    mrf_rotations: OldRotationsOpt = None,
+    mrf_scales: OldScalesOpt = None,
 ) -> None:
     """Synthesise a texture from STYLE, starting from seeded noise (no content image)."""
     with user_errors():
         from neuralart.presets import resolve
 
-        config, provenance = resolve(
-            preset,
-            overrides(
-                iterations=iterations,
-                tv_weight=tv_weight,
-                seed=seed,
-                device=device,
-                precision=precision,
-                weights=weights,
-                scales=levels,
-                mrf_rotations=mrf_rotations,
-                mrf_scales=mrf_scales,
-            ),
-        )
+        with reported_warnings(quiet):
+            levels = _renamed_flag(levels, scales, "--levels", "--scales")
+            rotated = _renamed_flag(
+                mrf_rotated_copies, mrf_rotations, "--mrf-rotated-copies", "--mrf-rotations"
+            )
+            scaled = _renamed_flag(
+                mrf_scaled_copies, mrf_scales, "--mrf-scaled-copies", "--mrf-scales"
+            )
+            config, provenance = resolve(
+                preset,
+                overrides(
+                    iterations=iterations,
+                    tv_weight=tv_weight,
+                    seed=seed,
+                    device=device,
+                    precision=precision,
+                    weights=weights,
+                    levels=levels,
+                    mrf_rotated_copies=rotated,
+                    mrf_scaled_copies=scaled,
+                ),
+            )
         out_size = parse_size(size) if size is not None else (config.size, config.size)
         tag = Path(preset).stem if preset.endswith((".yaml", ".yml")) else preset
         out_path = output or Path(f"{'+'.join(s.stem for s in style)}_texture_{tag}.png")
@@ -441,12 +709,45 @@ def presets_list() -> None:
 @presets_app.command("show")
 def presets_show(
     name: Annotated[str, typer.Argument(help="Preset name or YAML file.")],
+    raw: Annotated[
+        bool,
+        typer.Option("--raw", help="Print the file as written instead of the resolved preset."),
+    ] = False,
 ) -> None:
-    """Print a preset's YAML."""
+    """Print a preset as resolved: every key, inherited and built-in ones included."""
     with user_errors():
         from neuralart.presets import preset_text
 
-        typer.echo(preset_text(name), nl=False)
+        if raw:
+            typer.echo(preset_text(name), nl=False)
+            return
+        from neuralart.presets import preset_chain, resolve
+
+        with reported_warnings(False):
+            chain = preset_chain(name)
+            config, _ = resolve(name)
+        parents = [preset.label for preset in reversed(chain[:-1])]
+        if parents:
+            extends = f"extends {parents[0]}" + "".join(f", which extends {p}" for p in parents[1:])
+        else:
+            extends = "extends no preset (it starts from the built-in defaults)"
+        typer.echo(f"# {chain[-1].label}, resolved: {extends}")
+        typer.echo(f"# the file as written: neuralart presets show --raw {name}")
+        typer.echo(_yaml(config.to_dict()), nl=False)
+
+
+def _yaml(data: dict[str, Any]) -> str:
+    """YAML as the preset files are written: sections as blocks, lists on one line."""
+    import yaml
+
+    class Dumper(yaml.SafeDumper):
+        pass
+
+    def flow_list(dumper: yaml.SafeDumper, value: list[Any]) -> yaml.Node:
+        return dumper.represent_sequence("tag:yaml.org,2002:seq", value, flow_style=True)
+
+    Dumper.add_representer(list, flow_list)
+    return yaml.dump(data, Dumper=Dumper, sort_keys=False, allow_unicode=True, width=1000)
 
 
 def main() -> None:

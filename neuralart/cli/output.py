@@ -10,11 +10,13 @@ import time
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from types import FrameType
+from typing import TYPE_CHECKING, Any, TextIO
 
 import typer
 
-from neuralart.errors import NeuralartError
+from neuralart.errors import NeuralartError, NeuralartWarning
 
 if TYPE_CHECKING:
     from neuralart.optimize import StepEvent
@@ -51,7 +53,7 @@ def user_errors() -> Iterator[None]:
         if not isinstance(exc, MemoryError) and not any(m in text for m in _OUT_OF_MEMORY):
             raise
         error(
-            "out of memory: try a smaller --size, coarse to fine (--scales 2 or 3), "
+            "out of memory: try a smaller --size, coarse to fine (--levels 2 or 3), "
             "fewer or shallower style layers, or --device cpu"
         )
         raise typer.Exit(1) from None
@@ -144,18 +146,58 @@ class Progress:
 # --------------------------------------------------------------------------- transfer
 
 
+_PACKAGE_DIR = Path(__file__).resolve().parent.parent  # the neuralart package
+
+
+def _in_package(filename: str) -> bool:
+    try:
+        return Path(filename).resolve().is_relative_to(_PACKAGE_DIR)
+    except (OSError, ValueError):
+        return False
+
+
+_WARNINGS_MODULES = ("warnings", "_py_warnings")
+
+
+def _emitter(frame: FrameType | None) -> FrameType | None:
+    """The frame that called ``warnings.warn``: the first one outside the warnings module
+    (whatever ``stacklevel`` says the warning is about)."""
+    while frame is not None and frame.f_globals.get("__name__") in _WARNINGS_MODULES:
+        frame = frame.f_back
+    return frame
+
+
 @contextmanager
 def reported_warnings(quiet: bool) -> Iterator[None]:
-    """Collect the tool's warnings while the block runs; print each once afterwards."""
-    with warnings.catch_warnings(record=True) as caught:
+    """Collect the tool's own warnings while the block runs; print each text once
+    afterwards, after any progress bar is gone.
+
+    The tool's own: every NeuralartWarning, and any warning that neuralart's code itself
+    emits. Those of other libraries (torch's deprecation notes, ...) stay hidden, even when
+    their ``stacklevel`` points at the line of neuralart that called them.
+    """
+    caught: list[str] = []
+
+    def collect(
+        message: Warning | str,
+        category: type[Warning],
+        filename: str,
+        lineno: int,
+        file: TextIO | None = None,
+        line: str | None = None,
+    ) -> None:
+        emitter = _emitter(sys._getframe(1))
+        # Without a Python caller (a warning raised from C code), where the warning points.
+        source = emitter.f_code.co_filename if emitter is not None else filename
+        if issubclass(category, NeuralartWarning) or _in_package(source):
+            caught.append(str(message))
+
+    with warnings.catch_warnings():
         warnings.simplefilter("always")
+        warnings.showwarning = collect
         try:
             yield
         finally:
             if not quiet:
-                seen: set[str] = set()
-                for w in caught:
-                    text = str(w.message)
-                    if w.category.__module__.startswith("neuralart") and text not in seen:
-                        seen.add(text)
-                        warn(text)
+                for text in dict.fromkeys(caught):
+                    warn(text)
