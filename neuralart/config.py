@@ -264,17 +264,6 @@ def build(cls: type[Any], data: Mapping[str, Any], prefix: str = "") -> Any:
     kwargs: dict[str, Any] = {}
     for key, value in data.items():
         dotted = f"{prefix}{key}"
-        if dotted in RENAMED_KEYS and key not in names:
-            new = RENAMED_KEYS[dotted]
-            key = new.rsplit(".", 1)[-1]
-            if key in data:
-                raise NeuralartError(f"{dotted} is the old name of {new}: give only {new}")
-            warnings.warn(
-                f"{dotted} is now called {new}; the old name goes in the next release",
-                NeuralartWarning,
-                stacklevel=2,
-            )
-            dotted = new
         if key not in names:
             raise NeuralartError(f"unknown key {dotted!r}{_suggest(str(key), names)}")
         tp = hints[key]
@@ -395,5 +384,37 @@ def _validate_style_options(style: StyleConfig) -> None:
         )
 
 
+def renamed_keys(data: Mapping[str, Any], label: str = "") -> dict[str, Any]:
+    """The mapping with keys renamed in this release under their new names (one warning
+    each; ``label`` names the file they came from). Giving both names is an error."""
+    where = f"{label}: " if label else ""
+    out = dict(data)
+    for old, new in RENAMED_KEYS.items():
+        *parents, old_leaf = old.split(".")
+        new_leaf = new.rsplit(".", 1)[-1]
+        node: Any = out
+        for part in parents:
+            node = node.get(part) if isinstance(node, Mapping) else None
+        if not isinstance(node, Mapping) or old_leaf not in node:
+            continue
+        if new_leaf in node:
+            raise NeuralartError(f"{where}{old} is the old name of {new}: give only {new}")
+        warnings.warn(
+            f"{where}{old} is now called {new}; the old name goes in the next release",
+            NeuralartWarning,
+            stacklevel=2,
+        )
+        renamed = {(new_leaf if key == old_leaf else key): value for key, value in node.items()}
+        if not parents:
+            out = renamed
+            continue
+        holder = out
+        for part in parents[:-1]:
+            holder[part] = dict(holder[part])
+            holder = holder[part]
+        holder[parents[-1]] = renamed
+    return out
+
+
 def config_from_dict(data: Mapping[str, Any]) -> Config:
-    return validate(build(Config, data))
+    return validate(build(Config, renamed_keys(data)))

@@ -14,7 +14,6 @@ from __future__ import annotations
 import difflib
 import importlib.resources
 import os
-import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib.resources.abc import Traversable
@@ -23,8 +22,8 @@ from typing import Any
 
 import yaml
 
-from neuralart.config import RENAMED_KEYS, Config, build, config_from_dict
-from neuralart.errors import NeuralartError, NeuralartWarning
+from neuralart.config import Config, build, config_from_dict, renamed_keys
+from neuralart.errors import NeuralartError
 
 DEFAULT_PRESET = "classic"
 # The rows of the paper's Table 2, in its order: listings and comparisons follow it.
@@ -153,36 +152,6 @@ def preset_text(ref: str) -> str:
     return _locate(ref, None)[0]
 
 
-def _renamed(data: dict[str, Any], label: str) -> dict[str, Any]:
-    """The file's keys with renamed ones under their new names (one warning each)."""
-    out = dict(data)
-    for old, new in RENAMED_KEYS.items():
-        *parents, old_leaf = old.split(".")
-        new_leaf = new.rsplit(".", 1)[-1]
-        node: Any = out
-        for part in parents:
-            node = node.get(part) if isinstance(node, Mapping) else None
-        if not isinstance(node, Mapping) or old_leaf not in node:
-            continue
-        if new_leaf in node:
-            raise NeuralartError(f"{label}: {old} is the old name of {new}: give only {new}")
-        warnings.warn(
-            f"{label}: {old} is now called {new}; the old name goes in the next release",
-            NeuralartWarning,
-            stacklevel=2,
-        )
-        renamed = {(new_leaf if key == old_leaf else key): value for key, value in node.items()}
-        if not parents:
-            out = renamed
-            continue
-        holder = out
-        for part in parents[:-1]:
-            holder[part] = dict(holder[part])
-            holder = holder[part]
-        holder[parents[-1]] = renamed
-    return out
-
-
 def _read_file(
     ref: str, folder: Path | None, bundled_parent: bool, child: str | None
 ) -> tuple[PresetFile, Path | None, str]:
@@ -202,7 +171,7 @@ def _read_file(
     if parent is None and not (path is None and ref == DEFAULT_PRESET):
         parent = DEFAULT_PRESET  # every preset but the root starts from classic
     data.setdefault("name", path.stem if path is not None else ref)
-    data = _renamed(data, label)
+    data = renamed_keys(data, label)
     try:
         build(Config, data)  # unknown keys and wrong types, named with their file
     except NeuralartError as exc:

@@ -181,6 +181,33 @@ def test_compare_writes_one_labelled_sheet(tmp_path, content_path, style_path):
     assert meta["presets"]["chain-blurred"]["config"]["style"]["blur"] is True
 
 
+def test_compare_saves_the_finished_presets_on_ctrl_c(
+    tmp_path, monkeypatch, content_path, style_path
+):
+    """Ctrl-C while the third preset starts: the sheet of the two finished ones is written,
+    marked partial, and the command exits 130."""
+    import neuralart.transfer
+
+    real = neuralart.transfer.transfer
+    calls = []
+
+    def third_interrupted(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(neuralart.transfer, "transfer", third_interrupted)
+    out = tmp_path / "grid.png"
+    presets = "classic,classic-shifted,chain"
+    args = ["compare", str(content_path), str(style_path), "--presets", presets]
+    result = runner.invoke(app, [*args, "--size", "40", "-n", "2", "-o", str(out)])
+    assert result.exit_code == 130, result.output
+    assert "2 of 3 presets" in result.stderr
+    meta = read_metadata(out)
+    assert meta["partial"] is True and set(meta["presets"]) == {"classic", "classic-shifted"}
+
+
 def test_compare_checks_every_preset_before_running(tmp_path, content_path, style_path):
     out = tmp_path / "grid.png"
     args = [
