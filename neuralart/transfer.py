@@ -268,11 +268,16 @@ def prepare_inputs(
     copies = [statistic.style_copies(image, config.style) for image in styles]
     if blend is not None:  # each copy of a style image carries that image's weight
         blend = [w for w, group in zip(blend, copies, strict=True) for _ in group]
+    # Colour preservation adapts the style images to each content: then the content too.
+    adapted = None
+    if config.preserve_color != "none" and content_path is not None:
+        adapted = str(Path(content_path).resolve())
     style_key = (
         tuple(str(Path(p).resolve()) for p in style_paths),
         config.style,
         config.network,
         config.preserve_color,
+        adapted,
     )
     return Inputs(
         size=size,
@@ -368,7 +373,7 @@ def build_objective(
     content = None
     if inputs.content is not None:
         content = conv.to_network(image_to_tensor(resize_to(inputs.content, level.size)).to(device))
-    key = (inputs.style_key, level.size if inputs.content is None else max(level.size), str(device))
+    key = (inputs.style_key, max(level.size), str(device))  # the style's size: the long edge
     cached = style_cache.get(key) if style_cache is not None else None
     styles = []
     if cached is None:

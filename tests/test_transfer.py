@@ -235,3 +235,20 @@ def test_compare_keeps_the_finished_runs_on_ctrl_c(network, content_path, style_
         content_path, [style_path], configs, device=torch.device("cpu"), on_start=interrupt_third
     )
     assert done.interrupted and [r.config.name for r in done.results] == seen[:2]
+
+
+def test_colour_preserved_style_targets_are_not_shared_between_contents(
+    network, content_path, style_path
+):
+    """Under --preserve-color the style images are adapted to each content, so a batch
+    must build their targets per content: the cached run equals a fresh one."""
+    config, _ = resolve(
+        "classic",
+        {"size": 40, "optimizer": {"iterations": 2}, "seed": 0, "preserve_color": "histogram"},
+    )
+    cache: dict = {}
+    transfer(content_path, [style_path], config, network=network, style_cache=cache)
+    second = transfer(style_path, [style_path], config, network=network, style_cache=cache)
+    fresh = transfer(style_path, [style_path], config, network=network)
+    assert len(cache) == 2
+    assert np.array_equal(np.asarray(second.image), np.asarray(fresh.image))
