@@ -245,6 +245,16 @@ def test_too_many_levels_for_the_size_is_a_clear_error(content_path, style_path,
     assert result.exit_code == 1 and "fewer --levels" in error_line(result)
 
 
+def test_cnn_mrf_at_96_px_runs_with_its_levels_fitted(content_path, style_path, tmp_path):
+    out = tmp_path / "mrf.png"
+    args = ["transfer", str(content_path), str(style_path), "-p", "cnn-mrf", "--size", "96"]
+    result = runner.invoke(app, [*args, "-n", "2", "--seed", "0", "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "1 coarsest dropped" in result.stderr
+    levels = read_metadata(out)["record"]["levels"]
+    assert [level["size"] for level in levels] == [[48, 32], [96, 64]]
+
+
 def test_ctrl_c_saves_the_picture_so_far_marked_partial_and_exits_130(
     tmp_path, content_path, style_path
 ):
