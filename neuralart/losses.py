@@ -84,7 +84,7 @@ class Objective:
         self.content_terms = content_terms(content) if self.content_weight > 0 else []
         self.style_terms: list[Term] = style_terms(style)
         self.style_layers = term_layers(self.style_terms)
-        self.layers = by_depth(self.style_layers + [name for name, _ in self.content_terms])
+        self.layers = network_layers(content, style, with_content=bool(self.content_terms))
         blend = list(blend) if blend is not None else [1.0] * len(style_images)
         total = sum(blend)
         blend = [w / total for w in blend]

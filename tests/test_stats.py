@@ -154,3 +154,58 @@ def test_renamed_keys_still_load_with_a_warning():
     assert config.style.scaled_copies == 2
     with pytest.raises(NeuralartError, match=r"give only style\.image_scale"):
         resolve("classic", {"style": {"scale": 2.0, "image_scale": 1.0}})
+
+
+def test_a_new_statistic_needs_only_its_class_and_a_registry_line(
+    monkeypatch, network, content_path, style_path
+):
+    """The extension point: a statistic of channel means, registered under a new name,
+    runs through configuration, memory check, targets, loss and optimisation untouched."""
+    import torch.nn.functional as F
+
+    from neuralart.stats import Memory
+    from neuralart.stats.gram import single_layer_terms
+    from neuralart.stats.moments import MomentStatistic
+    from neuralart.transfer import transfer
+
+    class ChannelMeans(MomentStatistic):
+        name = "channel-means"
+
+        def terms(self, style):
+            return single_layer_terms(style)
+
+        def partial_sum(self, features, term, style, window=None, divisor=0.0):
+            f = features[term.layers[0]] + style.shift
+            if window is not None:
+                f = f * window
+            m = divisor or f.shape[-2] * f.shape[-1]
+            return f.sum(dim=(2, 3)) / m  # (B, C)
+
+        def memory(self, style, term, height, width):
+            return Memory(LAYERS[term.layers[0]].channels, 0)
+
+    monkeypatch.setitem(REGISTRY, "channel-means", ChannelMeans())
+    config, _ = resolve(
+        "classic",
+        {
+            "size": 40,
+            "seed": 0,
+            "optimizer": {"iterations": 8},
+            "style": {"statistic": "channel-means", "weight": 1000.0},
+        },
+    )
+    result = transfer(content_path, [style_path], config, network=network)
+    assert result.final_losses["style"] < 0.5 * result.initial_losses["style"]
+    # The loss is the mean squared difference of the channel means, as the class says.
+    from neuralart.images import image_to_tensor, load_image, resize_long_edge
+
+    conv = network.convention
+    style_image = conv.to_network(image_to_tensor(resize_long_edge(load_image(style_path), 40)))
+    content = conv.to_network(image_to_tensor(resize_long_edge(load_image(content_path), 40)))
+    layers = list(config.style.layers)
+    with torch.no_grad():
+        s, c = network(style_image, layers), network(content, layers)
+        expected = sum(
+            F.mse_loss(c[n].mean(dim=(2, 3)), s[n].mean(dim=(2, 3))) / len(layers) for n in layers
+        )
+    assert result.initial_losses["style"] == pytest.approx(float(expected), rel=1e-4)
