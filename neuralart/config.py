@@ -350,15 +350,6 @@ def validate(config: Config) -> Config:
             raise NeuralartError("style.pairs is an empty list")
         for pair in style.pairs:
             check_layers(pair, "style.pairs")
-    from neuralart.stats import statistic_for  # the statistic checks its own options
-
-    statistic = statistic_for(style)
-    statistic.validate(style)
-    if style.gradient_weighting != "none" and not statistic.supports_gradient_weighting:
-        raise NeuralartError(
-            f"style.gradient_weighting {style.gradient_weighting} works with statistics of "
-            f"moments (the Gram kinds), not with statistic {style.statistic}"
-        )
     if config.device not in ("auto", "cpu", "mps", "cuda") and not (
         config.device.startswith("cuda:") and config.device[5:].isdigit()
     ):

@@ -24,6 +24,7 @@ import yaml
 
 from neuralart.config import Config, build, config_from_dict, renamed_keys
 from neuralart.errors import NeuralartError
+from neuralart.stats import check_style
 
 DEFAULT_PRESET = "classic"
 # The rows of the paper's Table 2, in its order: listings and comparisons follow it.
@@ -263,6 +264,7 @@ def resolve(
         set_by.update(dict.fromkeys(_flatten(own), layer.where))
     overrides = dict(overrides or {})
     config = config_from_dict(merge(data, overrides))
+    check_style(config.style)  # what the chosen statistic asks of its options
     from_flags = _flatten(overrides)
     provenance = {}
     for key in _flatten(config.to_dict()):

@@ -242,7 +242,7 @@ def test_content_aware_objective_differentiates_through_both_factors(network):
 )
 def test_bad_experimental_settings_are_refused(style, message):
     with pytest.raises(NeuralartError, match=message):
-        config_from_dict({"style": style})
+        resolve("classic", {"style": style})
 
 
 def test_command_line_flags_reach_the_style_configuration():

@@ -115,6 +115,17 @@ def statistic_for(style: StyleConfig) -> StyleStatistic:
     return found
 
 
+def check_style(style: StyleConfig) -> None:
+    """The checks a statistic makes of the options that concern it (one-line errors)."""
+    statistic = statistic_for(style)
+    statistic.validate(style)
+    if style.gradient_weighting != "none" and not statistic.supports_gradient_weighting:
+        raise NeuralartError(
+            f"style.gradient_weighting {style.gradient_weighting} works with statistics of "
+            f"moments (the Gram kinds), not with statistic {style.statistic}"
+        )
+
+
 def style_terms(style: StyleConfig) -> list[Term]:
     """The terms of a style configuration (none when its weight is 0)."""
     return statistic_for(style).terms(style) if style.weight > 0 else []
