@@ -209,3 +209,20 @@ def test_a_new_statistic_needs_only_its_class_and_a_registry_line(
             F.mse_loss(c[n].mean(dim=(2, 3)), s[n].mean(dim=(2, 3))) / len(layers) for n in layers
         )
     assert result.initial_losses["style"] == pytest.approx(float(expected), rel=1e-4)
+
+
+def test_resolving_every_preset_checks_its_statistic_without_importing_torch():
+    """The statistics' own checks run before torch loads: resolving is fast and a bad
+    option is refused before the network is read."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from neuralart.presets import bundled_names, resolve\n"
+        "for name in bundled_names():\n"
+        "    resolve(name)\n"
+        "print('TORCH' if 'torch' in sys.modules else 'NO-TORCH')\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.stdout.strip() == "NO-TORCH", proc.stdout + proc.stderr
