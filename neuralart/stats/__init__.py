@@ -86,6 +86,21 @@ class StyleStatistic(Protocol):
     def memory(self, style: StyleConfig, term: Term, height: int, width: int) -> Memory: ...
 
 
+class SumStatistic(StyleStatistic, Protocol):
+    """A statistic with ``sum_over_positions = True``: Σ_p φ(F at p) / M."""
+
+    def positions(self, term: Term, height: int, width: int) -> int: ...
+
+    def partial_sum(
+        self,
+        features: dict[str, Tensor],
+        term: Term,
+        style: StyleConfig,
+        window: Tensor | None = None,
+        divisor: float = 0.0,
+    ) -> Tensor: ...
+
+
 def _registry() -> dict[str, StyleStatistic]:
     from neuralart.stats.gram import GramFamily
     from neuralart.stats.patches import PatchMatching

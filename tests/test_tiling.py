@@ -1,0 +1,131 @@
+"""Tile-by-tile evaluation against the whole picture: the same objective and gradient."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from neuralart.errors import NeuralartError
+from neuralart.images import image_to_tensor, load_image, resize_to
+from neuralart.losses import Objective
+from neuralart.presets import resolve
+from neuralart.tiling import TiledObjective, halo_for, plan_tiles, receptive_radius
+
+SIZE = (96, 64)  # (width, height): multiples of 16
+
+
+def _pictures(network, content_path, style_path, size=SIZE):
+    conv = network.convention
+    content = conv.to_network(image_to_tensor(resize_to(load_image(content_path), size)))
+    style = conv.to_network(image_to_tensor(resize_to(load_image(style_path), size)))
+    # A picture away from the content, so that every term has a gradient.
+    x = content + 20.0 * torch.randn(content.shape, generator=torch.Generator().manual_seed(0))
+    return content, style, x
+
+
+def _objective(network, config, content, style):
+    return Objective(
+        network,
+        config.content,
+        config.style,
+        content_image=content,
+        style_images=[style],
+        tv_weight=config.tv_weight,
+        pixel_scale=network.convention.pixel_scale(),
+    )
+
+
+def _whole(objective, x):
+    leaf = x.clone().requires_grad_(True)
+    terms = objective.terms(leaf)
+    total = objective.total(terms)
+    (grad,) = torch.autograd.grad(total, leaf)
+    return {k: v.detach() for k, v in terms.items()}, total.detach(), grad
+
+
+def _assert_same(tiled, whole):
+    terms, total, grad = tiled
+    w_terms, w_total, w_grad = whole
+    assert terms.keys() == w_terms.keys()
+    for key in terms:
+        torch.testing.assert_close(terms[key], w_terms[key], rtol=1e-4, atol=0)
+    torch.testing.assert_close(total, w_total, rtol=1e-4, atol=0)
+    scale = w_grad.abs().max()
+    assert (grad - w_grad).abs().max() <= 1e-4 * scale
+
+
+def test_the_halo_covers_the_receptive_field():
+    # conv1_1 sees one pixel each side; conv5_4 sums 2·1 + 2·2 + 4·4 + 4·8 + 4·16 = 118.
+    assert receptive_radius("conv1_1") == 1 and receptive_radius("conv5_4") == 118
+    assert halo_for(["conv1_1", "conv5_4"]) == (144, 16)  # 118 + 16, up to a multiple of 16
+    assert halo_for(["conv2_1", "conv3_1"]) == (16, 4)  # 10 + 4 -> 16
+
+
+def test_tiles_cover_the_picture_once():
+    tiles = plan_tiles(64, 96, 32, ["conv3_1"])
+    covered = torch.zeros(64, 96)
+    for tile in tiles:
+        y0, y1, x0, x1 = tile.interior
+        covered[y0:y1, x0:x1] += 1
+        ey0, ey1, ex0, ex1 = tile.extended
+        assert ey0 <= y0 and ey1 >= y1 and ex0 <= x0 and ex1 >= x1
+        assert ey0 % 4 == 0 and ex0 % 4 == 0
+    assert torch.equal(covered, torch.ones(64, 96))
+    with pytest.raises(NeuralartError, match="multiple of 4"):
+        plan_tiles(64, 96, 30, ["conv3_1"])
+    with pytest.raises(NeuralartError, match="multiples of 16"):
+        plan_tiles(70, 96, 32, ["conv5_1"])
+
+
+@pytest.mark.parametrize(
+    "style",
+    [
+        {"layers": ["conv1_1", "conv2_1", "conv3_1"], "shift": -1.0},
+        {"pairs": [["conv1_2", "conv2_1"], ["conv2_2", "conv3_1"]], "shift": -1.0, "blur": True},
+        {"pairs": [["conv2_2", "conv3_1"]], "shift": -1.0, "adjacent": True},
+        {"pairs": [["conv1_1", "conv1_2"]], "adjacent": True, "blur": True},
+        {"layers": ["conv2_1"], "gradient_weighting": "mask"},
+        {"statistic": "gram-cube", "layers": ["conv2_1"], "shift": -1.0},
+    ],
+    ids=["gram", "chain-blurred", "adjacent", "adjacent-blurred", "masked", "cube"],
+)
+def test_tiles_smaller_than_the_halo_give_the_whole_objective_and_gradient(
+    network, content_path, style_path, style
+):
+    """Shallow layers (halo 16 px) on a 96×64 picture in 32-px tiles: each tile's network
+    sees only part of the picture, and the sums still equal the whole picture's."""
+    config, _ = resolve(
+        "classic",
+        {
+            "content": {"layers": ["conv2_2"]},
+            "style": {"weight": 50.0, **style},
+            "tv_weight": 1.0,
+        },
+    )
+    content, style_image, x = _pictures(network, content_path, style_path)
+    objective = _objective(network, config, content, style_image)
+    tiles = plan_tiles(64, 96, 32, objective.layers)
+    assert any(tile.extended != (0, 64, 0, 96) for tile in tiles)  # the halo truly cuts
+    _assert_same(TiledObjective(objective, tiles).value_and_grad(x), _whole(objective, x))
+
+
+@pytest.mark.parametrize(
+    "preset", ["classic", "classic-dense", "all-to-content", "chain-blurred", "chain-extended"]
+)
+def test_table_2_presets_tiled_equal_untiled(network, content_path, style_path, preset):
+    """The presets' deepest layers need a 144-px halo: at 96×64 each tile runs on the
+    whole picture and sums only its interior."""
+    config, _ = resolve(preset)
+    content, style_image, x = _pictures(network, content_path, style_path)
+    objective = _objective(network, config, content, style_image)
+    tiles = plan_tiles(64, 96, 48, objective.layers)
+    assert len(tiles) == 4
+    _assert_same(TiledObjective(objective, tiles).value_and_grad(x), _whole(objective, x))
+
+
+def test_patch_matching_is_refused_until_it_tiles(network, content_path, style_path):
+    config, _ = resolve("cnn-mrf")
+    content, style_image, _ = _pictures(network, content_path, style_path)
+    objective = _objective(network, config, content, style_image)
+    with pytest.raises(NeuralartError, match="not a sum over positions"):
+        TiledObjective(objective, plan_tiles(64, 96, 32, objective.layers))
