@@ -486,12 +486,12 @@ def transfer(
     if device is None:
         device = network_device(network) if network is not None else pick_device(config.device)
     inputs = prepare_inputs(content_path, style_paths, config, output_size)
-    check_memory(config, inputs.size, device)  # the largest level, before the network loads
+    levels = plan_levels(config, inputs, fit=fit_levels)  # refusals before the network loads
+    check_memory(config, inputs.size, device)  # the largest level
     if network is None:
         network = load_network(config, device)
     tune_device(device)
     set_precision(network, config.precision, device)
-    levels = plan_levels(config, inputs, fit=fit_levels)
     step_callback = _with_frames(callback, frame_every, frame_sink, network)
     setup = time.perf_counter() - started
     x: torch.Tensor | None = None
