@@ -330,23 +330,97 @@ def _current_umask() -> int:
     return mask
 
 
-def save_image(
-    img: Image.Image, path: str | os.PathLike[str], *, metadata: dict[str, Any] | None = None
-) -> Path:
-    """Write ``img`` to ``path`` atomically, in the format its suffix names; return the path.
+SIXTEEN_BIT_SUFFIXES = {".png", ".tif", ".tiff"}
 
+
+def check_bit_depth(path: str | os.PathLike[str], bit_depth: int) -> None:
+    """16 bits per channel are written as PNG or TIFF only; one line otherwise."""
+    if bit_depth not in (8, 16):
+        raise NeuralartError(f"--bit-depth must be 8 or 16, got {bit_depth}")
+    suffix = Path(path).suffix.lower()
+    if bit_depth == 16 and suffix not in SIXTEEN_BIT_SUFFIXES:
+        raise NeuralartError(
+            f"16 bits per channel are written as .png or .tif, not {suffix or 'no suffix'}: "
+            "change the output's suffix or use --bit-depth 8"
+        )
+
+
+def to_sixteen_bit(rgb: torch.Tensor) -> np.ndarray:
+    """A (1, 3, H, W) or (3, H, W) RGB tensor in [0, 1] -> (H, W, 3) uint16, rounded."""
+    if rgb.dim() == 4:
+        rgb = rgb[0]
+    values = torch.nan_to_num(rgb.detach().to("cpu", torch.float64), nan=0.0).clamp(0.0, 1.0)
+    return values.mul(65535.0).round().to(torch.int32).permute(1, 2, 0).numpy().astype(np.uint16)
+
+
+def _write_png16(fh: Any, pixels: np.ndarray, text: str | None, dpi: float | None) -> None:
+    """16-bit RGB PNG by pypng, with the metadata as an iTXt chunk before the image data."""
+    import png
+
+    height, width = pixels.shape[:2]
+    options: dict[str, Any] = {}
+    if dpi is not None:  # pHYs holds pixels per metre
+        per_metre = round(dpi / 0.0254)
+        options = {"x_pixels_per_unit": per_metre, "y_pixels_per_unit": per_metre}
+        options["unit_is_meter"] = True
+    writer = png.Writer(width, height, greyscale=False, bitdepth=16, **options)
+    big_endian = pixels.astype(">u2").reshape(height, width * 3)
+    buffer = io.BytesIO()
+    writer.write_packed(buffer, (row.tobytes() for row in big_endian))
+    chunks = list(png.Reader(bytes=buffer.getvalue()).chunks())
+    if text is not None:  # keyword, no compression, no language, no translation, UTF-8
+        payload = _METADATA_KEY.encode("latin-1") + b"\0\0\0\0\0" + text.encode("utf-8")
+        first_data = next(i for i, (kind, _) in enumerate(chunks) if kind == b"IDAT")
+        chunks.insert(first_data, (b"iTXt", payload))
+    png.write_chunks(fh, chunks)
+
+
+def _write_tiff16(fh: Any, pixels: np.ndarray, text: str | None, dpi: float | None) -> None:
+    """16-bit RGB TIFF by tifffile, deflate-compressed, the metadata as its description."""
+    import tifffile
+
+    options: dict[str, Any] = {"photometric": "rgb", "compression": "zlib"}
+    if dpi is not None:
+        options.update(resolution=(dpi, dpi), resolutionunit="INCH")
+    if text is not None:
+        options["description"] = _COMMENT_PREFIX + text
+    buffer = io.BytesIO()  # tifffile wants a named file or a buffer, not a descriptor
+    tifffile.imwrite(buffer, pixels, **options)
+    fh.write(buffer.getbuffer())
+
+
+def save_image(
+    img: Image.Image | np.ndarray,
+    path: str | os.PathLike[str],
+    *,
+    metadata: dict[str, Any] | None = None,
+    dpi: float | None = None,
+) -> Path:
+    """Write a picture to ``path`` atomically, in the format its suffix names; return the path.
+
+    ``img`` is an 8-bit image, or an (H, W, 3) uint16 array (:func:`to_sixteen_bit`),
+    written with 16 bits per channel as PNG (pypng) or TIFF (tifffile).
     Missing parent folders are created. The image goes to a hidden ``.part`` file in the
     target folder first and is moved over the target only when completely written, so a
     failure never leaves a half-written file or damages an existing one. ``metadata`` is
     stored as JSON (values JSON cannot hold are written as strings): in a PNG as the iTXt
     chunk "neuralart", in a JPEG and a TIFF as the comment / image description prefixed
     with "neuralart:". WebP and BMP files get no metadata. JPEG and WebP use quality 95.
+    ``dpi`` is stored where the format has a place for it (PNG, JPEG, TIFF).
     Images that are not RGB are converted to RGB.
     """
     p = check_output_path(path)
     fmt = _FORMATS[p.suffix.lower()]
-    options = _save_options(fmt, metadata)
-    if img.mode != "RGB":
+    sixteen = isinstance(img, np.ndarray)
+    if sixteen:
+        check_bit_depth(p, 16)
+    if dpi is not None and not 1 <= dpi <= 100_000:
+        raise NeuralartError(f"--dpi must be between 1 and 100000, got {dpi}")
+    text = json.dumps(metadata, default=str) if metadata is not None else None
+    options = {} if sixteen else _save_options(fmt, metadata)
+    if dpi is not None and not sixteen and fmt in ("PNG", "JPEG", "TIFF"):
+        options["dpi"] = (dpi, dpi)
+    if isinstance(img, Image.Image) and img.mode != "RGB":
         img = img.convert("RGB")
     try:
         p.parent.mkdir(parents=True, exist_ok=True)
@@ -355,7 +429,11 @@ def save_image(
         raise NeuralartError(f"cannot write output '{p}': {_one_line(exc)}") from exc
     try:
         with open(fd, "wb") as fh:
-            img.save(fh, format=fmt, **options)
+            if isinstance(img, np.ndarray):
+                writer = _write_png16 if fmt == "PNG" else _write_tiff16
+                writer(fh, img, text, dpi)
+            else:
+                img.save(fh, format=fmt, **options)
             fh.flush()
             os.fsync(fh.fileno())
         os.chmod(tmp_name, 0o666 & ~_current_umask())

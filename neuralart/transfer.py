@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
@@ -33,6 +34,7 @@ from neuralart.images import (
     resize_to,
     round_half_up,
     tensor_to_image,
+    to_sixteen_bit,
 )
 from neuralart.layers import MIN_EDGE
 from neuralart.losses import Objective, StyleState
@@ -196,6 +198,7 @@ class TransferResult:
     levels: list[LevelRecord]
     stopped: str | None = None  # why it stopped early, if it did
     interrupted: bool = False  # stopped by Ctrl-C
+    pixels16: np.ndarray | None = None  # (H, W, 3) uint16, when 16 bits were asked for
 
     @property
     def size(self) -> tuple[int, int]:
@@ -422,16 +425,19 @@ def run_level(
     )
 
 
-def finish(x: torch.Tensor, inputs: Inputs, config: Config, network: VGG19Features) -> Image.Image:
+def finish(
+    x: torch.Tensor, inputs: Inputs, config: Config, network: VGG19Features, bit_depth: int = 8
+) -> tuple[Image.Image, np.ndarray | None]:
     """Stage 5: the picture at the output size, in RGB, with the photograph's colours
-    put back under luminance preservation."""
+    put back under luminance preservation; with ``bit_depth`` 16 also its 16-bit pixels,
+    quantised from the same floating-point picture."""
     width, height = inputs.size
     if x.shape[-2:] != (height, width):  # stopped before the last level
         x = F.interpolate(x, size=(height, width), mode="bilinear")
     rgb = network.convention.from_network(x)
     if config.preserve_color == "luminance" and inputs.content_colour is not None:
         rgb = with_chrominance(rgb, image_to_tensor(inputs.content_colour).to(rgb.device))
-    return tensor_to_image(rgb)
+    return tensor_to_image(rgb), (to_sixteen_bit(rgb) if bit_depth == 16 else None)
 
 
 def _with_frames(
@@ -467,6 +473,7 @@ def transfer(
     frame_sink: Callable[[StepEvent, Image.Image], None] | None = None,
     style_cache: dict[Any, StyleState] | None = None,
     fit_levels: bool = True,
+    bit_depth: int = 8,
 ) -> TransferResult:
     """Stylise the content image with the style image(s) under ``config``.
 
@@ -478,7 +485,8 @@ def transfer(
     ``style_cache`` (a dict the caller keeps) holds the style targets, so that a batch of
     contents on the same style images and configuration builds them once. ``fit_levels``:
     the number of levels came from the preset and may drop coarse levels that are too
-    small (see :func:`plan_levels`).
+    small (see :func:`plan_levels`). ``bit_depth`` 16 also keeps the picture's 16-bit
+    pixels (``pixels16``).
     """
     started = time.perf_counter()
     seed = config.seed if config.seed is not None else secrets.randbelow(2**31)
@@ -522,8 +530,9 @@ def transfer(
         if result.stopped:
             break
     assert result is not None and x is not None
+    image, pixels16 = finish(x, inputs, config, network, bit_depth)
     return TransferResult(
-        image=finish(x, inputs, config, network),
+        image=image,
         config=config,
         seed=seed,
         device=str(device),
@@ -538,6 +547,7 @@ def transfer(
         levels=records,
         stopped=result.stopped,
         interrupted=result.interrupted,
+        pixels16=pixels16,
     )
 
 

@@ -10,6 +10,7 @@ import sys
 import warnings
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 from conftest import EXAMPLES as REPO_EXAMPLES
@@ -735,3 +736,30 @@ def test_a_warning_while_resolving_a_preset_reaches_the_terminal_once(
     result = runner.invoke(app, ["transfer", str(content_path), str(style_path), "-p", str(old)])
     assert result.exit_code == 0 and result.stderr.startswith(line)
     assert len(result.stderr.splitlines()) == 1
+
+
+def test_sixteen_bit_print_output_from_the_command_line(tmp_path, content_path, style_path):
+    import png
+    from PIL import Image
+
+    out = tmp_path / "print.png"
+    base = ["transfer", str(content_path), str(style_path), "--size", "40", "-n", "2"]
+    result = runner.invoke(
+        app, [*base, "--seed", "1", "--bit-depth", "16", "--dpi", "300", "-o", str(out)]
+    )
+    assert result.exit_code == 0, result.output
+    width, height, rows, info = png.Reader(filename=str(out)).read()
+    assert info["bitdepth"] == 16 and max(width, height) == 40
+    wide = np.vstack([np.asarray(row, dtype=np.int64) for row in rows])
+    assert np.any(wide % 257 != 0)  # levels between the 8-bit ones
+    eight = tmp_path / "eight.png"
+    result = runner.invoke(app, [*base, "--seed", "1", "-o", str(eight)])
+    assert result.exit_code == 0, result.output
+    with Image.open(eight) as img:
+        reference = np.asarray(img, dtype=np.int64).reshape(height, -1)
+    # The same picture: its 16-bit levels round to the 8-bit file's within one level.
+    assert np.abs(np.rint(wide / 257) - reference).max() <= 1
+    assert read_metadata(out)["seed"] == 1
+    refused = runner.invoke(app, [*base, "--bit-depth", "16", "-o", str(tmp_path / "x.jpg")])
+    assert refused.exit_code == 1 and ".png or .tif" in error_line(refused)
+    assert not (tmp_path / "x.jpg").exists()

@@ -618,3 +618,48 @@ def _load_fuzzed(path: Path, data: bytes) -> None:
         assert "\n" not in str(error)
     else:
         assert img.mode == "RGB" and img.width * img.height <= 10_000
+
+
+# ------------------------------------------------------------------- 16 bits and dpi
+
+
+@pytest.mark.parametrize("suffix", [".png", ".tif"])
+def test_sixteen_bit_output_keeps_every_level_its_metadata_and_dpi(tmp_path, suffix):
+    import png
+    import tifffile
+
+    from neuralart.images import to_sixteen_bit
+
+    rgb = torch.rand(1, 3, 9, 13, generator=torch.Generator().manual_seed(0))
+    pixels = to_sixteen_bit(rgb)
+    expected = (rgb[0].permute(1, 2, 0).double() * 65535).round().numpy().astype(np.uint16)
+    assert np.array_equal(pixels, expected)
+    assert len(np.unique(pixels)) > 256  # more levels than 8 bits can hold
+    out = save_image(pixels, tmp_path / f"p{suffix}", metadata={"seed": 3, "é": "ü"}, dpi=300)
+    if suffix == ".png":
+        width, height, rows, info = png.Reader(filename=str(out)).read()
+        assert info["bitdepth"] == 16 and (width, height) == (13, 9)
+        back = np.vstack([np.asarray(row, dtype=np.uint16) for row in rows]).reshape(9, 13, 3)
+    else:
+        back = tifffile.imread(out)
+    assert back.dtype == np.uint16 and np.array_equal(back, pixels)
+    assert read_metadata(out) == {"seed": 3, "é": "ü"}
+    with Image.open(out) as img:
+        assert img.info["dpi"] == pytest.approx((300, 300), abs=0.01)
+    assert load_image(out).size == (13, 9)  # and it reads back as an input
+
+
+def test_sixteen_bits_are_refused_where_the_format_has_none(tmp_path):
+    from neuralart.images import check_bit_depth
+
+    with pytest.raises(NeuralartError, match=r"\.png or \.tif"):
+        check_bit_depth(tmp_path / "x.jpg", 16)
+    with pytest.raises(NeuralartError, match="8 or 16"):
+        check_bit_depth(tmp_path / "x.png", 12)
+    check_bit_depth(tmp_path / "x.jpg", 8)
+
+
+def test_dpi_is_stored_in_an_eight_bit_jpeg(tmp_path):
+    out = save_image(Image.new("RGB", (8, 8), "red"), tmp_path / "x.jpg", dpi=150)
+    with Image.open(out) as img:
+        assert img.info["dpi"] == pytest.approx((150, 150), abs=0.01)

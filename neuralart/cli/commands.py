@@ -266,6 +266,24 @@ def _renamed_flag(new: T | None, old: T | None, new_flag: str, old_flag: str) ->
     return old
 
 
+BitDepthOpt = Annotated[
+    int,
+    typer.Option(
+        help="Bits per colour channel of the output: 8, or 16 for print (PNG or TIFF).",
+        rich_help_panel=OUTPUT,
+    ),
+]
+
+DpiOpt = Annotated[
+    float | None,
+    typer.Option(
+        help=r"Resolution stored in the output (PNG, JPEG, TIFF), in dots per inch. "
+        r"\[default: none stored]",
+        rich_help_panel=OUTPUT,
+    ),
+]
+
+
 @app.command()
 def transfer(
     content: Annotated[
@@ -316,6 +334,8 @@ def transfer(
             rich_help_panel=OUTPUT,
         ),
     ] = None,
+    bit_depth: BitDepthOpt = 8,
+    dpi: DpiOpt = None,
     # Style and weights
     style_weight: Annotated[
         float | None,
@@ -485,14 +505,36 @@ def transfer(
             if save_every > 0:
                 frames = (save_every, frames_dir or out_path.with_name(f"{out_path.stem}_frames"))
             run_and_save(
-                content, style, config, provenance, preset, out_path, quiet, as_json, frames=frames
+                content,
+                style,
+                config,
+                provenance,
+                preset,
+                out_path,
+                quiet,
+                as_json,
+                frames=frames,
+                bit_depth=bit_depth,
+                dpi=dpi,
             )
             return
         if output is not None:
             raise NeuralartError("a batch writes one file per content: use --out-dir, not -o")
         if save_every > 0:
             raise NeuralartError("--save-every works on one content image, not on a batch")
-        run_batch(batch, style, config, provenance, preset, out_dir, skip_existing, quiet, as_json)
+        run_batch(
+            batch,
+            style,
+            config,
+            provenance,
+            preset,
+            out_dir,
+            skip_existing,
+            quiet,
+            as_json,
+            bit_depth=bit_depth,
+            dpi=dpi,
+        )
 
 
 @app.command()
@@ -651,6 +693,8 @@ def texture(
     scales: OldLevelsOpt = None,
     mrf_rotations: OldRotationsOpt = None,
     mrf_scales: OldScalesOpt = None,
+    bit_depth: BitDepthOpt = 8,
+    dpi: DpiOpt = None,
 ) -> None:
     """Synthesise a texture from STYLE, starting from seeded noise (no content image)."""
     with user_errors():
@@ -681,7 +725,19 @@ def texture(
         out_size = parse_size(size) if size is not None else (config.size, config.size)
         tag = Path(preset).stem if preset.endswith((".yaml", ".yml")) else preset
         out_path = output or Path(f"{'+'.join(s.stem for s in style)}_texture_{tag}.png")
-        run_and_save(None, style, config, provenance, preset, out_path, quiet, as_json, out_size)
+        run_and_save(
+            None,
+            style,
+            config,
+            provenance,
+            preset,
+            out_path,
+            quiet,
+            as_json,
+            out_size,
+            bit_depth=bit_depth,
+            dpi=dpi,
+        )
 
 
 # ---------------------------------------------------------------------------- presets

@@ -107,6 +107,9 @@ def run_batch(
     skip_existing: bool,
     quiet: bool,
     as_json: bool,
+    *,
+    bit_depth: int = 8,
+    dpi: float | None = None,
 ) -> None:
     """Each content in turn with one network and one set of style targets; failures are
     reported and the rest go on; exit 1 at the end if any failed."""
@@ -140,6 +143,8 @@ def run_batch(
                 as_json,
                 network=networks.get(config),
                 style_cache=style_cache,
+                bit_depth=bit_depth,
+                dpi=dpi,
             )
         except NeuralartError as exc:
             failed += 1
@@ -162,15 +167,21 @@ def run_and_save(
     frames: tuple[int, Path] | None = None,
     network: Any = None,
     style_cache: dict[Any, Any] | None = None,
+    bit_depth: int = 8,
+    dpi: float | None = None,
 ) -> None:
     """Check the paths, run one transfer (or texture), save it with its metadata, report.
 
     ``frames`` = (every, folder): also write the picture every so many iterations.
+    ``bit_depth`` 16 writes 16 bits per channel (PNG or TIFF); ``dpi`` is stored in the file.
     """
-    from neuralart.images import check_output_path, save_image
+    from neuralart.images import check_bit_depth, check_output_path, save_image
 
     check_inputs(content, style)
     check_output_path(out_path)
+    check_bit_depth(out_path, bit_depth)
+    if dpi is not None and not 1 <= dpi <= 100_000:
+        raise NeuralartError(f"--dpi must be between 1 and 100000, got {dpi}")
 
     from neuralart.transfer import pick_device
     from neuralart.transfer import transfer as run_transfer
@@ -192,6 +203,7 @@ def run_and_save(
             network=network,
             style_cache=style_cache,
             fit_levels=not levels_chosen(provenance, config),
+            bit_depth=bit_depth,
         )
     interrupted = result.interrupted
     if interrupted:  # a second Ctrl-C while the picture so far is saved exits at once
@@ -206,7 +218,8 @@ def run_and_save(
         "partial": interrupted,
         **run_metadata(result, provenance),
     }
-    written = save_image(result.image, out_path, metadata=metadata)
+    picture = result.pixels16 if result.pixels16 is not None else result.image
+    written = save_image(picture, out_path, metadata=metadata, dpi=dpi)
     if interrupted:
         error(f"interrupted: saved the picture so far to {written} (marked partial)")
         raise typer.Exit(130)
