@@ -34,12 +34,18 @@ def nearest_index(large: int, small: int, device: torch.device | None = None) ->
     return torch.div(torch.arange(large, device=device) * small, large, rounding_mode="floor")
 
 
-def upsample_nearest(x: Tensor, size: tuple[int, int]) -> Tensor:
+# For a part of a picture (a tile), the cells of the smaller map that each row and column
+# of the larger map reads under the whole picture's mapping, in the part's own numbering:
+# (rows (H,), columns (W,)). None: the maps are whole, and the mapping is computed.
+Resampling = tuple[Tensor, Tensor] | None
+
+
+def upsample_nearest(x: Tensor, size: tuple[int, int], index: Resampling = None) -> Tensor:
     """(B, C, h, w) -> (B, C, H, W), nearest neighbour to the exact size."""
     h, w = x.shape[-2:]
-    iy = nearest_index(size[0], h, x.device)
-    ix = nearest_index(size[1], w, x.device)
-    return x.index_select(-2, iy).index_select(-1, ix)
+    if index is None:
+        index = (nearest_index(size[0], h, x.device), nearest_index(size[1], w, x.device))
+    return x.index_select(-2, index[0]).index_select(-1, index[1])
 
 
 # Fixed depthwise kernels, by (kind, channels, device, dtype). A depthwise convolution is
@@ -67,19 +73,20 @@ def _kernel(kind: str, like: Tensor) -> Tensor:
     return weights
 
 
-def upsample_adjoint(x: Tensor, size: tuple[int, int]) -> Tensor:
+def upsample_adjoint(x: Tensor, size: tuple[int, int], index: Resampling = None) -> Tensor:
     """The adjoint of :func:`upsample_nearest`: (B, C, H, W) -> (B, C, h, w).
 
     Each cell of the small grid receives the sum of the large cells that read it.
     """
     big_h, big_w = x.shape[-2:]
     h, w = size
-    if (big_h, big_w) == (h, w):
-        return x
-    if big_h == 2 * h and big_w == 2 * w:
-        return F.conv2d(x, _kernel("sum2", x), stride=2, groups=x.shape[1])
-    iy = nearest_index(big_h, h, x.device)
-    ix = nearest_index(big_w, w, x.device)
+    if index is None:
+        if (big_h, big_w) == (h, w):
+            return x
+        if big_h == 2 * h and big_w == 2 * w:
+            return F.conv2d(x, _kernel("sum2", x), stride=2, groups=x.shape[1])
+        index = (nearest_index(big_h, h, x.device), nearest_index(big_w, w, x.device))
+    iy, ix = index
     rows = x.new_zeros(*x.shape[:-2], h, big_w).index_add(-2, iy, x)
     return rows.new_zeros(*x.shape[:-2], h, w).index_add(-1, ix, rows)
 
@@ -89,16 +96,16 @@ def box_blur(x: Tensor) -> Tensor:
     return F.conv2d(x, _kernel("blur", x), padding=1, groups=x.shape[1])
 
 
-def blur_adjoint(x: Tensor, size: tuple[int, int]) -> Tensor:
+def blur_adjoint(x: Tensor, size: tuple[int, int], index: Resampling = None) -> Tensor:
     """up*(blur(x)): the adjoint of blur(up(·)), from x's grid down to ``size``.
 
     When the large grid is exactly twice the small one this is a single 4×4 stride-2
     depthwise convolution.
     """
     big_h, big_w = x.shape[-2:]
-    if big_h == 2 * size[0] and big_w == 2 * size[1]:
+    if index is None and big_h == 2 * size[0] and big_w == 2 * size[1]:
         return F.conv2d(x, _kernel("blur_sum2", x), stride=2, padding=1, groups=x.shape[1])
-    return upsample_adjoint(box_blur(x), size)
+    return upsample_adjoint(box_blur(x), size, index)
 
 
 class _SelfGram(torch.autograd.Function):
@@ -145,6 +152,7 @@ def cross_gram(
     *,
     window: Tensor | None = None,
     divisor: float = 0.0,
+    index: Resampling = None,
 ) -> Tensor:
     """(F_a + s)(blur(up(F_b)) + s)ᵀ / M_a -> (B, C_a, C_b).
 
@@ -160,7 +168,10 @@ def cross_gram(
     shifted = _windowed(a + shift if shift else a, window)
     # (F_a + s)·(blur(up(F_b)))ᵀ = up*(blur(F_a + s))·F_bᵀ, formed on the small grid;
     # and (F_a + s)·(s·1)ᵀ = s·(row sums of F_a + s), the same for every column.
-    a_small = blur_adjoint(shifted, small) if blur else upsample_adjoint(shifted, small)
+    if blur:
+        a_small = blur_adjoint(shifted, small, index)
+    else:
+        a_small = upsample_adjoint(shifted, small, index)
     g = a_small.reshape(bsz, ca, -1) @ b.reshape(bsz, cb, -1).transpose(1, 2)  # (B, C_a, C_b)
     if shift:
         g = g + shift * shifted.sum(dim=(2, 3)).unsqueeze(2)
@@ -214,6 +225,7 @@ def adjacent_gram(
     *,
     window: Tensor | None = None,
     divisor: float = 0.0,
+    index: Resampling = None,
 ) -> Tensor:
     """(F_a + s) against the 9 shifted copies of (blur(up(F_b)) + s) -> (B, 9, C_a, C_b).
 
@@ -236,15 +248,15 @@ def adjacent_gram(
     cb = b.shape[1]
     m = divisor or big[0] * big[1]
     shifted = _windowed(a + shift if shift else a, window)
-    half = big == (2 * small[0], 2 * small[1])
+    half = index is None and big == (2 * small[0], 2 * small[1])
     if blur:  # shift, then blur and reduce (the blur must read zero outside the grid)
         moved = F.conv2d(shifted, _offset_kernels(False, ca, a), padding=1, groups=ca)
-        copies = blur_adjoint(moved, small)
+        copies = blur_adjoint(moved, small, index)
     elif half:  # shift and reduce in one kernel
         copies = F.conv2d(shifted, _offset_kernels(True, ca, a), stride=2, padding=1, groups=ca)
     else:
         moved = F.conv2d(shifted, _offset_kernels(False, ca, a), padding=1, groups=ca)
-        copies = upsample_adjoint(moved, small)
+        copies = upsample_adjoint(moved, small, index)
     # copies: (B, C_a·9, h, w), channel c·9 + d
     g = copies.reshape(bsz, ca * 9, -1) @ b.reshape(bsz, cb, -1).transpose(1, 2)
     g = g.reshape(bsz, ca, 9, cb).transpose(1, 2)  # (B, 9, C_a, C_b)
@@ -336,6 +348,7 @@ def content_aware_gram(
     *,
     window: Tensor | None = None,
     divisor: float = 0.0,
+    index: Resampling = None,
 ) -> Tensor:
     """(F + s)(F + s)ᵀ weighted by each channel k of a content map, / M -> (B, C, C, K).
 
@@ -343,7 +356,7 @@ def content_aware_gram(
     unshifted), resampled by nearest neighbour to the features' H×W.
     """
     b, n, h, w = features.shape
-    up = upsample_nearest(content, (h, w)).reshape(b, content.shape[1], h * w)
+    up = upsample_nearest(content, (h, w), index).reshape(b, content.shape[1], h * w)
     a = _windowed(features + shift, window).reshape(b, n, h * w)  # window² = window
     return weighted_gram(a, up, 1.0 / (divisor or h * w))
 

@@ -13,9 +13,10 @@ term and the TV term can be evaluated over parts of the picture and added up:
 
 Only one tile's activations are alive at a time. Exactness needs the tiles' origins on
 the coarsest pooling grid and a halo of at least the deepest layer's receptive radius;
-:func:`halo_for` gives it. The cross-layer statistics resample between grids with
-``floor(i·small/large)``, which is local only where every pooled size is exactly half
-the one before: :func:`plan_tiles` refuses other sizes (see docs/method.md §3.4).
+:func:`halo_for` gives it. The cross-layer statistics resample between grids with the
+whole picture's ``floor(i·small/large)`` (docs/method.md §3.4), which is not local where
+a pool floored an odd size: each tile is given that mapping for its own rows and
+columns (:func:`tile_grids`).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from torch import Tensor
 from neuralart.errors import NeuralartError
 from neuralart.layers import LAYER_NAMES, LAYERS
 from neuralart.losses import Objective, tv_loss
+from neuralart.statistics import nearest_index
 from neuralart.stats import SumStatistic
 from neuralart.weighting import reweight_gradient
 
@@ -65,11 +67,6 @@ class Tile:
 def plan_tiles(height: int, width: int, tile: int, layers: list[str]) -> list[Tile]:
     """Interiors of about ``tile`` pixels on the alignment grid, each with its halo."""
     halo, align = halo_for(layers)
-    if height % align or width % align:
-        raise NeuralartError(
-            f"tiling needs a picture whose sides are multiples of {align} px for these "
-            f"layers, got {width}x{height}"
-        )
     if tile < align or tile % align:
         raise NeuralartError(f"the tile size must be a multiple of {align} px, got {tile}")
 
@@ -104,6 +101,32 @@ def _on_tile(global_map: Tensor, tile: Tile, layer: str, like: Tensor) -> Tensor
     return global_map[..., ey0 : ey0 + h, ex0 : ex0 + w]
 
 
+def tile_grids(
+    pairs: set[tuple[str, str]], tile: Tile, feats: dict[str, Tensor], height: int, width: int
+) -> dict[tuple[str, str], tuple[Tensor, Tensor]]:
+    """For each (layer, other layer) pair on different grids, the cells of the other's
+    tile map that each row and column of the layer's tile map reads, under the whole
+    picture's nearest mapping. Cells that fall outside the tile lie in its halo, where
+    nothing is summed; they are clamped."""
+    out = {}
+    for big, small in pairs:
+        one, other = LAYERS[big], LAYERS[small]
+        if one.pools_before == other.pools_before:
+            continue
+        index = []
+        for axis, start in ((0, tile.extended[0]), (1, tile.extended[2])):
+            size_one = one.grid(height, width)[axis]
+            size_other = other.grid(height, width)[axis]
+            local_one = feats[big].shape[-2 + axis]
+            local_other = feats[small].shape[-2 + axis]
+            first_one, first_other = start >> one.pools_before, start >> other.pools_before
+            mapping = nearest_index(size_one, size_other, feats[big].device)
+            mapping = mapping[first_one : first_one + local_one] - first_other
+            index.append(mapping.clamp(0, local_other - 1))
+        out[(big, small)] = (index[0], index[1])
+    return out
+
+
 def _window(feature: Tensor, rows: slice, cols: slice) -> Tensor:
     window = feature.new_zeros(1, 1, *feature.shape[-2:])
     window[..., rows, cols] = 1.0
@@ -134,6 +157,8 @@ class TiledObjective:
             for name, f in feats.items()
         }
         statistic = typing.cast(SumStatistic, obj.statistic)
+        pairs = {(t.layers[0], t.layers[1]) for t in obj.style_terms if len(t.layers) > 1}
+        grids = tile_grids(pairs, tile, feats, height, width)
         sums = {}
         for term in obj.style_terms:
             first = term.layers[0]
@@ -141,7 +166,7 @@ class TiledObjective:
             window = _window(feats[first], rows, cols)
             positions = statistic.positions(term, height, width)
             sums[term.label] = statistic.partial_sum(
-                style_feats, term, obj.style, window=window, divisor=positions
+                style_feats, term, obj.style, window=window, divisor=positions, grids=grids
             )
         content = feats[next(iter(feats))].new_zeros(())
         for name, weight in obj.content_terms:

@@ -73,8 +73,6 @@ def test_tiles_cover_the_picture_once():
     assert torch.equal(covered, torch.ones(64, 96))
     with pytest.raises(NeuralartError, match="multiple of 4"):
         plan_tiles(64, 96, 30, ["conv3_1"])
-    with pytest.raises(NeuralartError, match="multiples of 16"):
-        plan_tiles(70, 96, 32, ["conv5_1"])
 
 
 @pytest.mark.parametrize(
@@ -120,6 +118,39 @@ def test_table_2_presets_tiled_equal_untiled(network, content_path, style_path, 
     objective = _objective(network, config, content, style_image)
     tiles = plan_tiles(64, 96, 48, objective.layers)
     assert len(tiles) == 4
+    _assert_same(TiledObjective(objective, tiles).value_and_grad(x), _whole(objective, x))
+
+
+@pytest.mark.parametrize(
+    "style",
+    [
+        {"pairs": [["conv1_2", "conv2_1"], ["conv2_2", "conv3_1"]], "shift": -1.0, "blur": True},
+        {"pairs": [["conv2_2", "conv3_1"]], "shift": -1.0, "adjacent": True},
+        {"pairs": [["conv1_1", "conv3_1"]], "adjacent": True, "blur": True},
+        {"statistic": "content-aware", "layers": ["conv1_1"], "content_layer": "conv3_1"},
+    ],
+    ids=["chain-blurred", "adjacent", "adjacent-blurred", "content-aware"],
+)
+def test_odd_sizes_keep_the_whole_pictures_resampling(network, content_path, style_path, style):
+    """90×70 px: the pools floor odd sizes (conv3_1 is 22×17 under conv2_2's 45×35), so
+    the nearest mapping between grids is stretched over the whole picture; each tile
+    reads it for its own rows and columns."""
+    config, _ = resolve(
+        "classic",
+        {"content": {"layers": ["conv2_2"]}, "style": {"weight": 50.0, **style}},
+    )
+    content, style_image, x = _pictures(network, content_path, style_path, size=(90, 70))
+    objective = _objective(network, config, content, style_image)
+    tiles = plan_tiles(70, 90, 32, objective.layers)
+    assert any(tile.extended != (0, 70, 0, 90) for tile in tiles)
+    _assert_same(TiledObjective(objective, tiles).value_and_grad(x), _whole(objective, x))
+
+
+def test_chain_blurred_at_an_odd_size(network, content_path, style_path):
+    config, _ = resolve("chain-blurred")
+    content, style_image, x = _pictures(network, content_path, style_path, size=(90, 70))
+    objective = _objective(network, config, content, style_image)
+    tiles = plan_tiles(70, 90, 48, objective.layers)
     _assert_same(TiledObjective(objective, tiles).value_and_grad(x), _whole(objective, x))
 
 

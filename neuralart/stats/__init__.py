@@ -48,6 +48,12 @@ class Term:
     weight: float
 
 
+# For a part of a picture: for a pair of layers (larger grid, smaller grid), the cells of
+# the smaller map each row and column of the larger one reads under the whole picture's
+# mapping, numbered within the part (statistics.Resampling). None: whole maps.
+Grids = dict[tuple[str, str], tuple["Tensor", "Tensor"]] | None
+
+
 class Memory(NamedTuple):
     """Float entries one term needs: its statistic (the target and the difference each
     hold one), the feature-sized tensors it keeps for the backward pass, and the scratch
@@ -98,6 +104,7 @@ class SumStatistic(StyleStatistic, Protocol):
         style: StyleConfig,
         window: Tensor | None = None,
         divisor: float = 0.0,
+        grids: Grids = None,
     ) -> Tensor: ...
 
 

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from neuralart.errors import NeuralartError
 from neuralart.layers import LAYER_NAMES, LAYERS, expand_layers, normalised_weights
-from neuralart.stats import Memory, Term
+from neuralart.stats import Grids, Memory, Term
 from neuralart.stats.moments import MomentStatistic
 
 if TYPE_CHECKING:
@@ -64,16 +64,18 @@ class GramFamily(MomentStatistic):
         style: StyleConfig,
         window: Tensor | None = None,
         divisor: float = 0.0,
+        grids: Grids = None,
     ) -> Tensor:
         from neuralart.statistics import adjacent_gram, cross_gram, gram
 
         a, b = (features[name] for name in term.layers)
         options: dict[str, Any] = {"window": window, "divisor": divisor}
+        index = grids.get((term.layers[0], term.layers[1])) if grids else None
         if style.adjacent:
-            return adjacent_gram(a, b, style.shift, style.blur, **options)
+            return adjacent_gram(a, b, style.shift, style.blur, index=index, **options)
         if term.layers[0] == term.layers[1] and not style.blur:
             return gram(a, style.shift, **options)
-        return cross_gram(a, b, style.shift, style.blur, **options)
+        return cross_gram(a, b, style.shift, style.blur, index=index, **options)
 
     def memory(self, style: StyleConfig, term: Term, height: int, width: int) -> Memory:
         a, b = (LAYERS[name] for name in term.layers)

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from neuralart.layers import LAYERS, MIN_EDGE
-from neuralart.stats import Memory, Term
+from neuralart.stats import Grids, Memory, Term
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -53,10 +53,12 @@ class MomentStatistic:
         style: StyleConfig,
         window: Tensor | None = None,
         divisor: float = 0.0,
+        grids: Grids = None,
     ) -> Tensor:
         """Σ over the positions inside ``window`` (a (1, 1, H, W) map of 0 and 1 on the
         first layer's grid; None: all) divided by ``divisor`` (0: the positions of these
-        maps). Without either it is the statistic itself."""
+        maps). Without either it is the statistic itself. ``grids``: how the maps of a
+        part of the picture resample between layers (see :data:`neuralart.stats.Grids`)."""
         raise NotImplementedError
 
     def target(self, features: dict[str, Tensor], term: Term, style: StyleConfig) -> Any:

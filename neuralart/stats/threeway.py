@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from neuralart.layers import LAYERS
-from neuralart.stats import Memory, Term
+from neuralart.stats import Grids, Memory, Term
 from neuralart.stats.gram import check_single_layers, single_layer_terms
 from neuralart.stats.moments import MomentStatistic
 
@@ -40,12 +40,19 @@ class ContentAwareGram(MomentStatistic):
         style: StyleConfig,
         window: Tensor | None = None,
         divisor: float = 0.0,
+        grids: Grids = None,
     ) -> Tensor:
         from neuralart.statistics import content_aware_gram
 
         layer, content = term.layers
+        index = grids.get((layer, content)) if grids else None
         return content_aware_gram(
-            features[layer], features[content], style.shift, window=window, divisor=divisor
+            features[layer],
+            features[content],
+            style.shift,
+            window=window,
+            divisor=divisor,
+            index=index,
         )
 
     def memory(self, style: StyleConfig, term: Term, height: int, width: int) -> Memory:
@@ -74,6 +81,7 @@ class GramCube(MomentStatistic):
         style: StyleConfig,
         window: Tensor | None = None,
         divisor: float = 0.0,
+        grids: Grids = None,
     ) -> Tensor:
         from neuralart.statistics import gram_cube
 
