@@ -163,6 +163,10 @@ class Config:
     precision: Literal["fp32", "bf16"] = "fp32"  # bf16: the network under autocast
     preserve_color: Literal["none", "luminance", "histogram"] = "none"
     max_pixels: int = 100_000_000  # input images above this many pixels are refused
+    # Print sizes: run the network tile by tile. auto: only where the whole picture does
+    # not fit the memory there is; off: never; N: tiles of N x N px.
+    tile: int | Literal["auto", "off"] = "auto"
+    tile_halo: int | Literal["exact"] = "exact"  # px around a tile; exact: the receptive field
     network: NetworkConfig = field(default_factory=NetworkConfig)
     content: ContentConfig = field(default_factory=ContentConfig)
     style: StyleConfig = field(default_factory=StyleConfig)
@@ -292,6 +296,10 @@ def validate(config: Config) -> Config:
         raise NeuralartError(f"size must be a positive number of pixels, got {config.size}")
     if config.max_pixels < 1:
         raise NeuralartError(f"max_pixels must be positive, got {config.max_pixels}")
+    if isinstance(config.tile, int) and config.tile < 1:
+        raise NeuralartError(f"tile must be auto, off or a number of pixels, got {config.tile}")
+    if isinstance(config.tile_halo, int) and config.tile_halo < 0:
+        raise NeuralartError(f"tile_halo must be exact or 0 px or more, got {config.tile_halo}")
     opt = config.optimizer
     counts = opt.iterations if isinstance(opt.iterations, tuple) else (opt.iterations,)
     if not counts or min(counts) < 0:

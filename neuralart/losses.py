@@ -8,7 +8,7 @@ divided by their sum, separately for content and style.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -19,6 +19,7 @@ from neuralart.config import ContentConfig, StyleConfig
 from neuralart.errors import NeuralartError
 from neuralart.layers import by_depth, expand_layers, normalised_weights
 from neuralart.stats import Term, statistic_for, style_terms, term_layers
+from neuralart.tiles import Tile, style_targets, whole_maps
 from neuralart.weighting import gradient_weights, reweight_gradient
 
 
@@ -49,6 +50,9 @@ def tv_loss(x: Tensor, pixel_scale: float) -> Tensor:
 # The style targets, by term label: what a batch of contents on the same style reuses.
 StyleState = dict[str, Any]
 
+# The tiles to run an image of (height, width) in; None: the whole image at once.
+TilePlanner = Callable[[int, int], list[Tile] | None]
+
 
 class Objective:
     """content_weight·L_c + style_weight·L_s + tv_weight·TV, with targets computed once.
@@ -57,7 +61,8 @@ class Objective:
     :mod:`neuralart.stats`). ``style_state`` reuses the targets of an earlier objective on
     the same style images and configuration (a batch of contents), instead of computing
     them from ``style_images``. ``style_images`` may hold several images with ``blend``
-    weights (summing to 1); the statistic combines their targets.
+    weights (summing to 1); the statistic combines their targets. ``tiles`` plans the
+    tiles in which the targets' images are run (print sizes); the targets are the same.
     """
 
     def __init__(
@@ -72,8 +77,10 @@ class Objective:
         tv_weight: float = 0.0,
         pixel_scale: float = 1.0,
         style_state: StyleState | None = None,
+        tiles: TilePlanner | None = None,
     ) -> None:
         self.network = network
+        self.device = next(network.parameters()).device
         self.style = style
         self.content_image = content_image  # (1, 3, H, W) network space, or None
         self.statistic = statistic_for(style)
@@ -89,11 +96,16 @@ class Objective:
         total = sum(blend)
         blend = [w / total for w in blend]
 
+        def maps(image: Tensor, layers: list[str]) -> dict[str, Tensor]:
+            plan = tiles(*image.shape[-2:]) if tiles is not None else None
+            if plan is None:
+                return {n: f.detach() for n, f in network(image, layers).items()}
+            return whole_maps(network, image, layers, plan)
+
         with torch.no_grad():
             self.content_targets: dict[str, Tensor] = {}
             if self.content_terms and content_image is not None:
-                feats = network(content_image, [n for n, _ in self.content_terms])
-                self.content_targets = {n: f.detach() for n, f in feats.items()}
+                self.content_targets = maps(content_image, [n for n, _ in self.content_terms])
             # paper §4.1-§4.2: weights of the style gradient, from the content image.
             self.gradient_weights: dict[str, Tensor] = {}
             if style.gradient_weighting != "none" and self.style_terms:
@@ -102,14 +114,23 @@ class Objective:
                         f"style.gradient_weighting {style.gradient_weighting} needs a content "
                         "image (not for textures)"
                     )
-                feats = network(content_image, self.style_layers)
+                feats = maps(content_image, self.style_layers)
                 self.gradient_weights = {n: gradient_weights(style, n, f) for n, f in feats.items()}
+                del feats
             self.style_targets: StyleState = {}
             if style_state is not None:  # targets built earlier for the same style images
                 self.style_targets = style_state
             elif self.style_terms:
                 parts: dict[str, list[Any]] = {term.label: [] for term in self.style_terms}
                 for image in style_images:
+                    plan = tiles(*image.shape[-2:]) if tiles is not None else None
+                    if plan is not None:
+                        found = style_targets(
+                            network, image, self.statistic, self.style_terms, style, plan
+                        )
+                        for term in self.style_terms:
+                            parts[term.label].append(found[term.label])
+                        continue
                     feats = network(image, self.style_layers)
                     for term in self.style_terms:
                         parts[term.label].append(self.statistic.target(feats, term, style))
@@ -118,6 +139,10 @@ class Objective:
                     self.style_targets[term.label] = self.statistic.combine(
                         parts.pop(term.label), blend
                     )
+
+    def zero(self) -> Tensor:
+        """A scalar 0 on the objective's device."""
+        return torch.zeros((), device=self.device)
 
     @property
     def style_state(self) -> StyleState:
@@ -155,6 +180,20 @@ class Objective:
         if self.tv_weight > 0:
             out["tv"] = tv_loss(x, self.pixel_scale)
         return out
+
+    def value_and_grad(self, x: Tensor) -> tuple[dict[str, Tensor], Tensor, Tensor]:
+        """(unweighted terms, total, gradient) at ``x``, the whole picture at once."""
+        leaf = x.detach().requires_grad_(True)
+        terms = self.terms(leaf)
+        total = self.total(terms)
+        (grad,) = torch.autograd.grad(total, leaf)
+        return {k: v.detach() for k, v in terms.items()}, total.detach(), grad
+
+    def value(self, x: Tensor) -> tuple[dict[str, Tensor], Tensor]:
+        """(unweighted terms, total) at ``x``, without a gradient."""
+        with torch.no_grad():
+            terms = self.terms(x)
+            return terms, self.total(terms)
 
     def total(self, terms: dict[str, Tensor]) -> Tensor:
         loss = terms["content"] * self.content_weight if "content" in terms else None

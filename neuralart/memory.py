@@ -31,6 +31,7 @@ from __future__ import annotations
 import os
 import re
 import warnings
+from dataclasses import dataclass
 
 import torch
 
@@ -38,44 +39,173 @@ from neuralart.config import Config
 from neuralart.errors import NeuralartError, NeuralartWarning
 from neuralart.layers import LAYER_NAMES, LAYERS
 from neuralart.losses import content_terms, network_layers
-from neuralart.stats import statistic_for, style_terms
+from neuralart.stats import Memory, statistic_for, style_terms
+from neuralart.tiles import Tile, cheapest_plan, check_tile, halo_for, plan_cost, plan_tiles
 
 FLOAT = 4  # bytes
 WEIGHT_BYTES = 2 * 20_024_384 * FLOAT  # the 16 convolutions' parameters, loaded and in use
 OVERHEAD = 768 << 20  # the Python process with torch loaded, its buffers, the images
 NETWORK_FACTOR = 2.0  # feature maps' worth the network holds at its peak (BENCHMARKS.md)
 ENVIRONMENT = "NEURALART_MEMORY_AVAILABLE"
+# Tiling: the shortest L-BFGS history an automatic plan goes down to, and the most pixels
+# (halos included, as a multiple of the picture's) its tiles may run the network on
+# before a shorter history is tried for larger tiles.
+MIN_TILED_HISTORY = 5
+TILE_WASTE = 2.0
 _UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 
 
-def estimate(config: Config, size: tuple[int, int]) -> tuple[int, int, str]:
-    """(bytes in all, bytes of the style statistics, the largest term) at (width, height)."""
+def _statistic_uses(config: Config, size: tuple[int, int]) -> dict[str, Memory]:
     width, height = size
     statistic = statistic_for(config.style)
-    terms = style_terms(config.style)
-    uses = {t.label: statistic.memory(config.style, t, height, width) for t in terms}
+    return {
+        t.label: statistic.memory(config.style, t, height, width) for t in style_terms(config.style)
+    }
+
+
+def _statistics_bytes(config: Config) -> tuple[int, str]:
+    """(bytes of the style statistics and their scratch, the largest term). A statistic's
+    entries do not depend on the picture's size, except a patch bank's (the style's)."""
+    size = (config.size, config.size)
+    uses = _statistic_uses(config, size)
     largest = max(uses, key=lambda label: uses[label].statistic, default="")
     entries = [use.statistic for use in uses.values()]
     scratch = max((use.scratch for use in uses.values()), default=0)
-    statistics = FLOAT * (2 * sum(entries) + 3 * max(entries, default=0) + scratch)
-    content = [name for name, _ in content_terms(config.content)]
+    return FLOAT * (2 * sum(entries) + 3 * max(entries, default=0) + scratch), largest
+
+
+def _network_bytes(config: Config, size: tuple[int, int]) -> int:
+    """What running the network on a picture (or a tile) of (width, height) holds at its
+    peak: the maps kept for the backward pass, the gradients the backward pass holds for a
+    while (NETWORK_FACTOR maps in all, measured) and the feature-sized copies the style
+    terms keep."""
+    width, height = size
     read = network_layers(config.content, config.style, with_content=True)
     deepest = LAYERS[read[-1]].index if read else -1
-    # The network keeps each map it runs for the backward pass, and the backward pass
-    # holds gradients of about the same size for a while: NETWORK_FACTOR (measured) maps.
-    run = LAYER_NAMES[: deepest + 1]
-    maps = NETWORK_FACTOR * sum(LAYERS[n].entries(height, width) for n in run)
-    maps += sum(LAYERS[n].entries(height, width) for n in content)  # the content targets
-    maps += sum(use.copies for use in uses.values())
-    if config.style.gradient_weighting != "none":  # the fixed weights, one per style map
-        styled = {name for t in terms for name in t.layers}
+    maps = NETWORK_FACTOR * sum(
+        LAYERS[n].entries(height, width) for n in LAYER_NAMES[: deepest + 1]
+    )
+    maps += sum(use.copies for use in _statistic_uses(config, size).values())
+    return int(FLOAT * maps)
+
+
+def _whole_maps_bytes(config: Config, size: tuple[int, int]) -> int:
+    """The maps kept at the whole picture's size: the content targets, and the fixed
+    gradient weights (one per style map) where the style gradient is reweighted."""
+    width, height = size
+    maps = sum(LAYERS[n].entries(height, width) for n, _ in content_terms(config.content))
+    if config.style.gradient_weighting != "none":
+        styled = {name for t in style_terms(config.style) for name in t.layers}
         maps += sum(LAYERS[n].entries(height, width) for n in styled)
-    values = 3 * height * width
+    return FLOAT * maps
+
+
+def _lbfgs_bytes(values: int, history: int, extra: int = 0) -> int:
+    """The stored pairs, and the current and last picture and gradient (and ``extra``
+    more picture-sized vectors)."""
+    return (2 * (history + 3) + extra) * values * FLOAT
+
+
+def history_for(config: Config, size: tuple[int, int]) -> int:
+    """The L-BFGS steps remembered at a level of (width, height): the configured number,
+    never more than the level's iterations."""
+    values = 3 * size[0] * size[1]
     counts = config.optimizer.level_iterations(max(size))
-    kept = min(config.optimizer.history_for(values), max(1, counts[-1]))
-    lbfgs = 2 * (kept + 3) * values * FLOAT  # the pairs, and the current and last x and g
-    total = statistics + int(FLOAT * maps) + lbfgs + WEIGHT_BYTES + OVERHEAD
+    return min(config.optimizer.history_for(values), max(1, counts[-1]))
+
+
+def estimate(config: Config, size: tuple[int, int]) -> tuple[int, int, str]:
+    """(bytes in all, bytes of the style statistics, the largest term) at (width, height),
+    the whole picture at once."""
+    statistics, largest = _statistics_bytes(config)
+    values = 3 * size[0] * size[1]
+    total = (
+        statistics
+        + _network_bytes(config, size)
+        + _whole_maps_bytes(config, size)
+        + _lbfgs_bytes(values, history_for(config, size))
+        + WEIGHT_BYTES
+        + OVERHEAD
+    )
     return total, statistics, largest
+
+
+def tiled_estimate(
+    config: Config, size: tuple[int, int], extended: tuple[int, int], history: int
+) -> int:
+    """Bytes a tiled run at (width, height) needs with tiles whose largest extended region
+    is ``extended`` (width, height) and ``history`` L-BFGS steps: the whole picture's
+    targets and vectors (two more: the gradient being assembled and the tile's pixels),
+    the running sums of the statistics and their gradients, and one tile's network."""
+    statistics, _ = _statistics_bytes(config)
+    values = 3 * size[0] * size[1]
+    return (
+        2 * statistics
+        + _network_bytes(config, extended)
+        + _whole_maps_bytes(config, size)
+        + _lbfgs_bytes(values, history, extra=2)
+        + WEIGHT_BYTES
+        + OVERHEAD
+    )
+
+
+@dataclass(frozen=True)
+class MemoryPlan:
+    """How a level runs: whole or in tiles, and the L-BFGS steps it remembers."""
+
+    size: tuple[int, int]  # (width, height) of the level
+    tile: tuple[int, int] | None  # the tiles' interior (rows, columns); None: whole
+    halo: int  # px around each tile
+    history: int
+    needed: int  # bytes, estimated
+    free: int | None  # bytes the device has (None: unknown)
+
+    def tiles(self, height: int, width: int) -> list[Tile] | None:
+        """The tiles of an image of this level (the content, or a style image)."""
+        if self.tile is None:
+            return None
+        if height <= self.tile[0] and width <= self.tile[1]:
+            return None
+        return plan_tiles(height, width, self.tile, self.halo)
+
+    @property
+    def count(self) -> int:
+        width, height = self.size
+        return len(self.tiles(height, width) or [None])
+
+
+def tile_halo(config: Config) -> tuple[int, int, int]:
+    """(halo in px, the exact halo, the alignment) for a configuration's tiles; a halo
+    the user gave must lie on the alignment (one-line error)."""
+    layers = network_layers(config.content, config.style, with_content=True)
+    statistic = statistic_for(config.style)
+    margin = 0
+    if statistic.local and config.style.weight > 0:
+        margin = max(
+            statistic.margin(config.style) * 2 ** LAYERS[t.layers[0]].pools_before  # type: ignore[attr-defined]
+            for t in style_terms(config.style)
+        )
+    exact, align = halo_for(layers, margin) if layers else (0, 1)
+    if config.tile_halo == "exact":
+        return exact, exact, align
+    if config.tile_halo % align:
+        raise NeuralartError(
+            f"--tile-halo {config.tile_halo}: the halo must be a multiple of {align} px for "
+            f"this configuration (the exact halo is {exact} px)"
+        )
+    return config.tile_halo, exact, align
+
+
+def _history_choices(config: Config, size: tuple[int, int]) -> list[int]:
+    """The histories to try at a level, longest first: the configured one, and where it is
+    automatic, halved down to MIN_TILED_HISTORY."""
+    first = history_for(config, size)
+    if config.optimizer.history != "auto":
+        return [first]
+    out = [first]
+    while out[-1] > MIN_TILED_HISTORY:
+        out.append(max(MIN_TILED_HISTORY, out[-1] // 2))
+    return out
 
 
 def _parse_bytes(text: str) -> int:
@@ -118,24 +248,88 @@ def _gib(n: int) -> str:
     return f"{n / (1 << 30):.1f} GiB"
 
 
-def check_memory(config: Config, size: tuple[int, int], device: torch.device) -> None:
-    """Raise a one-line NeuralartError if the run at (width, height) cannot fit."""
+def _why(config: Config, size: tuple[int, int], total: int, free: int, device: torch.device) -> str:
+    statistics, largest = _statistics_bytes(config)
+    worst = f", {largest} the largest" if largest else ""
+    return (
+        f"about {_gib(total)} of memory at {size[0]}x{size[1]} px (style statistics "
+        f"{config.style.statistic}: {_gib(statistics)}{worst}) but {device} has {_gib(free)} free"
+    )
+
+
+def plan_memory(config: Config, size: tuple[int, int], device: torch.device) -> MemoryPlan:
+    """How a level of (width, height) runs within the memory the device has free.
+
+    ``tile: off`` runs the whole picture or refuses; ``tile: N`` runs N-px tiles (or the
+    whole picture where it is no larger); ``auto`` runs the whole picture where it fits,
+    else the tiles that cost least among those that fit, with the longest L-BFGS history
+    (halved down to MIN_TILED_HISTORY) whose tiles waste at most TILE_WASTE. A run that
+    cannot fit even so is refused in one line.
+    """
+    width, height = size
     free = available(device)
+    halo, _, align = tile_halo(config)
+    history = history_for(config, size)
+    whole = estimate(config, size)[0]
+    if isinstance(config.tile, int):
+        check_tile(config.tile, align)
+        shape = (min(config.tile, height), min(config.tile, width))
+        if shape == (height, width):
+            return MemoryPlan(size, None, halo, history, whole, free)
+        rows, cols = min(height, shape[0] + 2 * halo), min(width, shape[1] + 2 * halo)
+        needed = tiled_estimate(config, size, (cols, rows), history)
+        if free is not None and needed > free:
+            raise NeuralartError(
+                f"--tile {config.tile} needs {_why(config, size, needed, free, device)}; "
+                "use smaller tiles or --tile auto"
+            )
+        return MemoryPlan(size, shape, halo, history, needed, free)
     if free is None:
         warnings.warn(
             f"could not tell how much memory {device} has free; the memory check is skipped "
-            f"(set {ENVIRONMENT} to check against a figure of your own)",
+            f"and the picture runs whole (set {ENVIRONMENT} to check against a figure of "
+            "your own)",
             NeuralartWarning,
             stacklevel=2,
         )
-        return
-    total, statistics, largest = estimate(config, size)
-    if total <= free:
-        return
-    style = config.style
-    worst = f", {largest} the largest" if largest else ""
+        return MemoryPlan(size, None, halo, history, whole, free)
+    if whole <= free:
+        return MemoryPlan(size, None, halo, history, whole, free)
+    if config.tile == "off":
+        raise NeuralartError(
+            f"this run needs {_why(config, size, whole, free, device)}; use --tile auto, "
+            "fewer or shallower style layers or a smaller --size"
+        )
+    fallback: MemoryPlan | None = None
+    for steps in _history_choices(config, size):
+        base = tiled_estimate(config, size, (0, 0), steps)
+        per_pixel = _network_bytes(config, (64, 64)) / (64 * 64)
+
+        def fits(pixels: int, base: int = base, per_pixel: float = per_pixel) -> bool:
+            return base + per_pixel * pixels <= free
+
+        found = cheapest_plan(height, width, halo, align, fits)
+        if found is None:
+            continue
+        cost, _ = plan_cost(height, width, found, halo)
+        rows, cols = min(height, found[0] + 2 * halo), min(width, found[1] + 2 * halo)
+        plan = MemoryPlan(
+            size, found, halo, steps, tiled_estimate(config, size, (cols, rows), steps), free
+        )
+        if cost <= TILE_WASTE * width * height:
+            return plan
+        fallback = fallback or plan
+    if fallback is not None:
+        return fallback
+    smallest = tiled_estimate(config, size, (align + 2 * halo, align + 2 * halo), MIN_TILED_HISTORY)
     raise NeuralartError(
-        f"this run needs about {_gib(total)} of memory at {size[0]}x{size[1]} px "
-        f"(style statistics {style.statistic}: {_gib(statistics)}{worst}) but {device} has "
-        f"{_gib(free)} free; use fewer or shallower style layers or a smaller --size"
+        f"this run needs {_why(config, size, smallest, free, device)} even in the smallest "
+        f"tiles ({align} px) with {MIN_TILED_HISTORY} L-BFGS steps; use a smaller --size or "
+        "fewer or shallower style layers"
     )
+
+
+def check_memory(config: Config, size: tuple[int, int], device: torch.device) -> None:
+    """Raise a one-line NeuralartError if a run at (width, height) cannot fit, whole or in
+    tiles (see :func:`plan_memory`)."""
+    plan_memory(config, size, device)

@@ -12,11 +12,10 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import torch
 from torch import Tensor
-
-from neuralart.losses import Objective
 
 
 @dataclass(frozen=True)
@@ -58,6 +57,22 @@ class OptimizeResult:
 
 
 Callback = Callable[[StepEvent], None]
+
+
+class Evaluator(Protocol):
+    """What L-BFGS minimises: the objective's terms, total and gradient at a picture.
+
+    :class:`neuralart.losses.Objective` evaluates the whole picture with autograd;
+    :class:`neuralart.tiling.TiledObjective` evaluates it tile by tile.
+    """
+
+    def value_and_grad(self, x: Tensor) -> tuple[dict[str, Tensor], Tensor, Tensor]:
+        """(unweighted terms, total, gradient with respect to ``x``), all detached."""
+        ...
+
+    def value(self, x: Tensor) -> tuple[dict[str, Tensor], Tensor]:
+        """(unweighted terms, total), without a gradient."""
+        ...
 
 
 def _read(
@@ -215,7 +230,7 @@ class LBFGS:
 
 
 def run_lbfgs(
-    objective: Objective,
+    objective: Evaluator,
     x0: Tensor,
     *,
     iterations: int,
@@ -247,11 +262,7 @@ def run_lbfgs(
     interrupted = False
     try:
         for i in range(1, iterations + 1):
-            x.requires_grad_(True)
-            terms = objective.terms(x)
-            loss = objective.total(terms)
-            (grad,) = torch.autograd.grad(loss, x)
-            x = x.detach()
+            terms, loss, grad = objective.value_and_grad(x)
             curvature = optimizer.observe(x, grad)
             values, ys = _read(terms, loss, curvature)  # the iteration's one host sync
             total = values["total"]
@@ -287,17 +298,13 @@ def run_lbfgs(
         interrupted = True
         stopped = f"interrupted after {done} iterations"
     if stopped is None:  # the picture after the last step has not been evaluated yet
-        with torch.no_grad():
-            terms = objective.terms(x)
-            final = _floats(terms, objective.total(terms))
+        final = _floats(*objective.value(x))
         if math.isfinite(final["total"]) and (
             not best_values or final["total"] < best_values["total"]
         ):
             best, best_values, best_iteration = x, final, done
     if not best_values:  # no finite evaluation at all: keep the starting picture
-        with torch.no_grad():
-            terms = objective.terms(best)
-            best_values = _floats(terms, objective.total(terms))
+        best_values = _floats(*objective.value(best))
     if not initial:
         initial = dict(best_values)
     return OptimizeResult(

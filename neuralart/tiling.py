@@ -1,4 +1,4 @@
-"""The objective and its exact gradient, evaluated tile by tile (groundwork for print sizes).
+"""The objective and its exact gradient, evaluated tile by tile (print sizes).
 
 Every style statistic that is a sum over positions (``sum_over_positions``), the content
 term and the TV term can be evaluated over parts of the picture and added up:
@@ -11,86 +11,32 @@ term and the TV term can be evaluated over parts of the picture and added up:
    partial sums, plus its content error, to the tile's pixels, halo included, and add
    that into the picture's gradient.
 
-Only one tile's activations are alive at a time. Exactness needs the tiles' origins on
-the coarsest pooling grid and a halo of at least the deepest layer's receptive radius;
-:func:`halo_for` gives it. The cross-layer statistics resample between grids with the
-whole picture's ``floor(i·small/large)`` (docs/method.md §3.4), which is not local where
-a pool floored an odd size: each tile is given that mapping for its own rows and
-columns (:func:`tile_grids`).
+The last tile of the first pass keeps its graph, so the second pass starts with it and
+recomputes one tile fewer. A statistic whose loss is itself a sum of local terms given
+its target (CNN-MRF, ``local``) needs one pass: each tile's share of the loss is
+back-propagated at once. Only one tile's activations are alive at a time. Exactness needs
+the tiles' origins on the coarsest pooling grid and a halo of at least the deepest
+layer's receptive radius (:func:`neuralart.tiles.halo_for`); a smaller halo trades
+exactness for speed.
 """
 
 from __future__ import annotations
 
 import typing
-from dataclasses import dataclass
+from collections.abc import Callable
 
 import torch
 from torch import Tensor
 
 from neuralart.errors import NeuralartError
-from neuralart.layers import LAYER_NAMES, LAYERS
+from neuralart.layers import LAYERS
 from neuralart.losses import Objective, tv_loss
-from neuralart.statistics import nearest_index
-from neuralart.stats import SumStatistic
+from neuralart.stats import LocalStatistic, SumStatistic
+from neuralart.tiles import Tile, local_cells, pair_layers, tile_grids, window
 from neuralart.weighting import reweight_gradient
 
-
-def receptive_radius(layer: str) -> int:
-    """Pixels on each side of a position that the layer's value there depends on: each
-    3×3 convolution adds one cell of its own grid."""
-    index = LAYERS[layer].index
-    return sum(2 ** LAYERS[name].pools_before for name in LAYER_NAMES[: index + 1])
-
-
-def halo_for(layers: list[str]) -> tuple[int, int]:
-    """(halo, alignment) in pixels for an objective reading ``layers``.
-
-    The alignment is the coarsest grid's cell; the halo covers the deepest layer's
-    receptive radius plus one cell of that grid (the blur and the adjacent offsets read
-    a neighbouring cell), rounded up to the alignment.
-    """
-    deepest = max(layers, key=lambda n: LAYERS[n].index)
-    align = 2 ** LAYERS[deepest].pools_before
-    need = receptive_radius(deepest) + align
-    return -(-need // align) * align, align
-
-
-@dataclass(frozen=True)
-class Tile:
-    """A part of the picture: its interior (summed here) and the extended region the
-    network runs on, both (y0, y1, x0, x1) in pixels."""
-
-    interior: tuple[int, int, int, int]
-    extended: tuple[int, int, int, int]
-
-
-def plan_tiles(height: int, width: int, tile: int, layers: list[str]) -> list[Tile]:
-    """Interiors of about ``tile`` pixels on the alignment grid, each with its halo."""
-    halo, align = halo_for(layers)
-    if tile < align or tile % align:
-        raise NeuralartError(f"the tile size must be a multiple of {align} px, got {tile}")
-
-    def spans(total: int) -> list[tuple[int, int, int, int]]:
-        out = []
-        for start in range(0, total, tile):
-            end = min(total, start + tile)
-            out.append((start, end, max(0, start - halo), min(total, end + halo)))
-        return out
-
-    return [
-        Tile((y0, y1, x0, x1), (ey0, ey1, ex0, ex1))
-        for y0, y1, ey0, ey1 in spans(height)
-        for x0, x1, ex0, ex1 in spans(width)
-    ]
-
-
-def _cells(tile: Tile, layer: str) -> tuple[slice, slice, slice, slice]:
-    """On a layer's grid: the interior within the tile's maps, and within the picture's."""
-    scale = 2 ** LAYERS[layer].pools_before
-    y0, y1, x0, x1 = (v // scale for v in tile.interior)
-    ey0, _, ex0, _ = (v // scale for v in tile.extended)
-    local = (slice(y0 - ey0, y1 - ey0), slice(x0 - ex0, x1 - ex0))
-    return (*local, slice(y0, y1), slice(x0, x1))
+# Called as a tile is done: (tiles done in this evaluation, tiles it takes in all).
+TileCallback = Callable[[int, int], None]
 
 
 def _on_tile(global_map: Tensor, tile: Tile, layer: str, like: Tensor) -> Tensor:
@@ -101,130 +47,229 @@ def _on_tile(global_map: Tensor, tile: Tile, layer: str, like: Tensor) -> Tensor
     return global_map[..., ey0 : ey0 + h, ex0 : ex0 + w]
 
 
-def tile_grids(
-    pairs: set[tuple[str, str]], tile: Tile, feats: dict[str, Tensor], height: int, width: int
-) -> dict[tuple[str, str], tuple[Tensor, Tensor]]:
-    """For each (layer, other layer) pair on different grids, the cells of the other's
-    tile map that each row and column of the layer's tile map reads, under the whole
-    picture's nearest mapping. Cells that fall outside the tile lie in its halo, where
-    nothing is summed; they are clamped."""
-    out = {}
-    for big, small in pairs:
-        one, other = LAYERS[big], LAYERS[small]
-        if one.pools_before == other.pools_before:
-            continue
-        index = []
-        for axis, start in ((0, tile.extended[0]), (1, tile.extended[2])):
-            size_one = one.grid(height, width)[axis]
-            size_other = other.grid(height, width)[axis]
-            local_one = feats[big].shape[-2 + axis]
-            local_other = feats[small].shape[-2 + axis]
-            first_one, first_other = start >> one.pools_before, start >> other.pools_before
-            mapping = nearest_index(size_one, size_other, feats[big].device)
-            mapping = mapping[first_one : first_one + local_one] - first_other
-            index.append(mapping.clamp(0, local_other - 1))
-        out[(big, small)] = (index[0], index[1])
-    return out
-
-
-def _window(feature: Tensor, rows: slice, cols: slice) -> Tensor:
-    window = feature.new_zeros(1, 1, *feature.shape[-2:])
-    window[..., rows, cols] = 1.0
-    return window
-
-
 class TiledObjective:
-    """The value and gradient of an :class:`Objective` over tiles of the picture."""
+    """The value and gradient of an :class:`Objective` over tiles of the picture (an
+    evaluator for :func:`neuralart.optimize.run_lbfgs`)."""
 
-    def __init__(self, objective: Objective, tiles: list[Tile]) -> None:
-        if objective.style_terms and not objective.statistic.sum_over_positions:
+    def __init__(
+        self, objective: Objective, tiles: list[Tile], on_tile: TileCallback | None = None
+    ) -> None:
+        statistic = objective.statistic
+        if objective.style_terms and not (statistic.sum_over_positions or statistic.local):
             raise NeuralartError(
-                f"statistic {objective.style.statistic} is not a sum over positions; "
-                "it cannot be evaluated tile by tile yet"
+                f"statistic {objective.style.statistic} is neither a sum over positions nor "
+                "local; it cannot be evaluated tile by tile"
             )
         self.objective = objective
         self.tiles = tiles
+        self.on_tile = on_tile
+        self.local = bool(objective.style_terms) and statistic.local
 
-    def _local(
-        self, feats: dict[str, Tensor], tile: Tile, height: int, width: int
-    ) -> tuple[dict[str, Tensor], Tensor]:
-        """The tile's partial sums of every style statistic, and its content error."""
-        obj = self.objective
-        style_feats = {
-            name: reweight_gradient(f, _on_tile(obj.gradient_weights[name], tile, name, f))
-            if name in obj.gradient_weights
+    @property
+    def passes(self) -> int:
+        """Tile evaluations per iteration."""
+        if self.local or not self.objective.style_terms:
+            return len(self.tiles)
+        return 2 * len(self.tiles) - 1
+
+    def _style_features(self, feats: dict[str, Tensor], tile: Tile) -> dict[str, Tensor]:
+        weights = self.objective.gradient_weights
+        return {
+            name: reweight_gradient(f, _on_tile(weights[name], tile, name, f))
+            if name in weights
             else f
             for name, f in feats.items()
         }
+
+    def _content(self, feats: dict[str, Tensor], tile: Tile, height: int, width: int) -> Tensor:
+        """The tile's share of the content term (unweighted)."""
+        obj = self.objective
+        content = obj.zero()
+        for name, weight in obj.content_terms:
+            part = tile.part(name, height, width)
+            y0, y1, x0, x1 = part.interior
+            target = obj.content_targets[name]
+            diff = feats[name][(..., *local_cells(part))] - target[..., y0:y1, x0:x1]
+            content = content + weight * diff.pow(2).sum() / target.numel()
+        return content
+
+    def _sums(
+        self, feats: dict[str, Tensor], tile: Tile, height: int, width: int
+    ) -> dict[str, Tensor]:
+        """The tile's partial sums of every style statistic."""
+        obj = self.objective
         statistic = typing.cast(SumStatistic, obj.statistic)
-        pairs = {(t.layers[0], t.layers[1]) for t in obj.style_terms if len(t.layers) > 1}
-        grids = tile_grids(pairs, tile, feats, height, width)
+        style_feats = self._style_features(feats, tile)
+        grids = tile_grids(pair_layers(obj.style_terms), tile, feats, height, width)
         sums = {}
         for term in obj.style_terms:
-            first = term.layers[0]
-            rows, cols, _, _ = _cells(tile, first)
-            window = _window(feats[first], rows, cols)
-            positions = statistic.positions(term, height, width)
+            part = tile.part(term.layers[0], height, width)
+            cells = window(feats[term.layers[0]], *local_cells(part))
             sums[term.label] = statistic.partial_sum(
-                style_feats, term, obj.style, window=window, divisor=positions, grids=grids
+                style_feats,
+                term,
+                obj.style,
+                window=cells,
+                divisor=statistic.positions(term, height, width),
+                grids=grids,
             )
-        content = feats[next(iter(feats))].new_zeros(())
-        for name, weight in obj.content_terms:
-            rows, cols, grows, gcols = _cells(tile, name)
-            target = obj.content_targets[name]
-            diff = feats[name][..., rows, cols] - target[..., grows, gcols]
-            content = content + weight * diff.pow(2).sum() / target.numel()
-        return sums, content
+        return sums
+
+    def _local_style(self, feats: dict[str, Tensor], tile: Tile, height: int, width: int) -> Tensor:
+        """The tile's share of the style term of a local statistic (unweighted)."""
+        obj = self.objective
+        statistic = typing.cast(LocalStatistic, obj.statistic)
+        total = obj.zero()
+        for term in obj.style_terms:
+            part = tile.part(term.layers[0], height, width)
+            target = obj.style_targets[term.label]
+            total = total + term.weight * statistic.partial_loss(
+                feats, term, target, obj.style, part
+            )
+        return total
+
+    def _tile_done(self, done: int) -> int:
+        if self.on_tile is not None:
+            self.on_tile(done + 1, self.passes)
+        return done + 1
+
+    def _run(self, x: Tensor, tile: Tile) -> tuple[Tensor, dict[str, Tensor]]:
+        ey0, ey1, ex0, ex1 = tile.extended
+        pixels = x[..., ey0:ey1, ex0:ex1].clone().requires_grad_(torch.is_grad_enabled())
+        return pixels, self.objective.network(pixels, self.objective.layers)
+
+    def value(self, x: Tensor) -> tuple[dict[str, Tensor], Tensor]:
+        """(unweighted terms, total) at ``x``, without a gradient: one pass."""
+        terms, total, _ = self._evaluate(x, gradient=False)
+        return terms, total
 
     def value_and_grad(self, x: Tensor) -> tuple[dict[str, Tensor], Tensor, Tensor]:
         """(unweighted terms, total, gradient) at the picture ``x`` (network space)."""
+        terms, total, grad = self._evaluate(x, gradient=True)
+        assert grad is not None
+        return terms, total, grad
+
+    def _evaluate(
+        self, x: Tensor, gradient: bool
+    ) -> tuple[dict[str, Tensor], Tensor, Tensor | None]:
+        obj = self.objective
+        x = x.detach()
+        leaf = x.clone().requires_grad_(gradient)
+        terms: dict[str, Tensor] = {}
+        with torch.set_grad_enabled(gradient):
+            if obj.tv_weight > 0:
+                terms["tv"] = tv_loss(leaf, obj.pixel_scale)
+        if self.local or not obj.style_terms:
+            return self._one_pass(x, leaf, terms, gradient)
+        return self._two_passes(x, leaf, terms, gradient)
+
+    def _one_pass(
+        self, x: Tensor, leaf: Tensor, terms: dict[str, Tensor], gradient: bool
+    ) -> tuple[dict[str, Tensor], Tensor, Tensor | None]:
+        """Content, TV and a local statistic: each tile's share back-propagated at once."""
         obj = self.objective
         height, width = x.shape[-2:]
-        x = x.detach()
-        sums: dict[str, Tensor] = {}
+        grad = torch.zeros_like(x) if gradient else None
+        if "tv" in terms and grad is not None:
+            (grad,) = torch.autograd.grad(obj.tv_weight * terms["tv"], leaf)
         content = x.new_zeros(())
-        with torch.no_grad():  # pass 1: the statistics of the whole picture
-            for tile in self.tiles:
+        style = x.new_zeros(())
+        done = 0
+        for tile in self.tiles:
+            with torch.set_grad_enabled(gradient):
+                pixels, feats = self._run(x, tile)
+                share = x.new_zeros(())
+                if obj.content_terms:
+                    part = self._content(feats, tile, height, width)
+                    content = content + part.detach()
+                    share = share + obj.content_weight * part
+                if obj.style_terms:
+                    part = self._local_style(feats, tile, height, width)
+                    style = style + part.detach()
+                    share = share + obj.style_weight * part
+            if grad is not None and share.requires_grad:
+                (piece,) = torch.autograd.grad(share, pixels)
                 ey0, ey1, ex0, ex1 = tile.extended
-                feats = obj.network(x[..., ey0:ey1, ex0:ex1], obj.layers)
-                local, error = self._local(feats, tile, height, width)
-                for label, value in local.items():
-                    sums[label] = value if label not in sums else sums[label] + value
-                content = content + error
-                del feats
-        # The loss from the sums, and its gradient with respect to each statistic.
-        stats = {label: value.requires_grad_(True) for label, value in sums.items()}
-        terms: dict[str, Tensor] = {}
+                grad[..., ey0:ey1, ex0:ex1] += piece
+            del feats, pixels, share
+            done = self._tile_done(done)
         if obj.content_terms:
             terms["content"] = content
         if obj.style_terms:
+            terms["style"] = style
+        ordered: dict[str, Tensor] = {
+            key: terms[key] for key in ("content", "style", "tv") if key in terms
+        }
+        total = obj.total(ordered).detach()
+        return {key: value.detach() for key, value in ordered.items()}, total, grad
+
+    def _two_passes(
+        self, x: Tensor, leaf: Tensor, terms: dict[str, Tensor], gradient: bool
+    ) -> tuple[dict[str, Tensor], Tensor, Tensor | None]:
+        obj = self.objective
+        height, width = x.shape[-2:]
+        sums: dict[str, Tensor] = {}
+        content = x.new_zeros(())
+        kept: tuple[Tile, Tensor, dict[str, Tensor], Tensor] | None = None
+        done = 0
+        for index, tile in enumerate(self.tiles):  # pass 1: the whole picture's statistics
+            last = gradient and index == len(self.tiles) - 1
+            with torch.set_grad_enabled(last):
+                pixels, feats = self._run(x, tile)
+                local = self._sums(feats, tile, height, width)
+                error = self._content(feats, tile, height, width)
+            for label, value in local.items():
+                value = value.detach()
+                sums[label] = value if label not in sums else sums[label] + value
+            content = content + error.detach()
+            if last:  # its graph serves the second pass
+                kept = (tile, pixels, local, error)
+            del feats, pixels, local, error
+            done = self._tile_done(done)
+        stats = {label: value.requires_grad_(gradient) for label, value in sums.items()}
+        statistic = typing.cast(SumStatistic, obj.statistic)
+        with torch.set_grad_enabled(gradient):
+            if obj.content_terms:
+                terms["content"] = content
             terms["style"] = sum(
                 (
-                    t.weight
-                    * torch.nn.functional.mse_loss(stats[t.label], obj.style_targets[t.label])
+                    t.weight * statistic.distance(stats[t.label], obj.style_targets[t.label])
                     for t in obj.style_terms
                 ),
                 x.new_zeros(()),
             )
-        leaf = x.clone().requires_grad_(True)
-        if obj.tv_weight > 0:
-            terms["tv"] = tv_loss(leaf, obj.pixel_scale)
-        total = obj.total(terms)
+            ordered: dict[str, Tensor] = {
+                key: terms[key] for key in ("content", "style", "tv") if key in terms
+            }
+            total = obj.total(ordered)
+        detached = {key: value.detach() for key, value in ordered.items()}
+        if not gradient:
+            return detached, total.detach(), None
         inputs = [stats[t.label] for t in obj.style_terms]
         grads = torch.autograd.grad(total, [*inputs, leaf], allow_unused=True)
         grad = grads[-1] if grads[-1] is not None else torch.zeros_like(x)
         upstream = dict(zip((t.label for t in obj.style_terms), grads[:-1], strict=True))
-        # pass 2: each tile's share, back to its pixels
-        for tile in self.tiles:
-            ey0, ey1, ex0, ex1 = tile.extended
-            pixels = x[..., ey0:ey1, ex0:ex1].clone().requires_grad_(True)
-            feats = obj.network(pixels, obj.layers)
-            local, error = self._local(feats, tile, height, width)
-            share = obj.content_weight * error if obj.content_terms else pixels.new_zeros(())
-            for label, value in local.items():
-                share = share + (upstream[label] * value).sum()
+        del stats, inputs, grads
+        # pass 2: each tile's share, back to its pixels; the kept tile first
+        for index in reversed(range(len(self.tiles))):
+            tile = self.tiles[index]
+            if kept is not None:
+                _, pixels, local, error = kept
+                kept = None
+            else:
+                with torch.enable_grad():
+                    pixels, feats = self._run(x, tile)
+                    local = self._sums(feats, tile, height, width)
+                    error = self._content(feats, tile, height, width)
+                del feats
+            with torch.enable_grad():
+                share = obj.content_weight * error if obj.content_terms else obj.zero()
+                for label, value in local.items():
+                    share = share + (upstream[label] * value).sum()
             (piece,) = torch.autograd.grad(share, pixels)
+            ey0, ey1, ex0, ex1 = tile.extended
             grad[..., ey0:ey1, ex0:ex1] += piece
-            del feats, local
-        detached = {key: value.detach() for key, value in terms.items()}
+            del pixels, local, error, share, piece
+            if index < len(self.tiles) - 1:
+                done = self._tile_done(done)
         return detached, total.detach(), grad

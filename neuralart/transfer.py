@@ -38,9 +38,10 @@ from neuralart.images import (
 )
 from neuralart.layers import MIN_EDGE
 from neuralart.losses import Objective, StyleState
-from neuralart.memory import check_memory
-from neuralart.optimize import Callback, OptimizeResult, StepEvent, run_lbfgs
+from neuralart.memory import MemoryPlan, plan_memory
+from neuralart.optimize import Callback, Evaluator, OptimizeResult, StepEvent, run_lbfgs
 from neuralart.stats import statistic_for
+from neuralart.tiling import TileCallback, TiledObjective
 from neuralart.vgg import VGG19Features, load_vgg19
 
 # The first L-BFGS step (a gradient step) moves no pixel by more than this many grey
@@ -177,6 +178,9 @@ class LevelRecord:
     history: int  # L-BFGS steps remembered at this level
     seconds: float
     final_losses: dict[str, float]
+    tile: tuple[int, int] | None = None  # the tiles' interior (rows, columns); None: whole
+    tiles: int = 1  # how many tiles the picture ran in
+    halo: int = 0  # px around each tile
 
 
 @dataclass
@@ -220,12 +224,16 @@ class TransferResult:
         if timings:
             out["seconds"] = round(self.seconds, 3)
             out["setup_seconds"] = round(self.setup_seconds, 3)
+        last = self.levels[-1] if self.levels else None
+        if last is not None and last.tile is not None:
+            out["tiles"] = {"count": last.tiles, "size": list(last.tile), "halo": last.halo}
         if len(self.levels) > 1:
             out["levels"] = [
                 {
                     "size": list(level.size),
                     "iterations": level.iterations,
                     "history": level.history,
+                    **({"tiles": level.tiles} if level.tile is not None else {}),
                     **({"seconds": round(level.seconds, 3)} if timings else {}),
                     "final_losses": level.final_losses,
                 }
@@ -367,9 +375,11 @@ def build_objective(
     inputs: Inputs,
     level: Level,
     style_cache: dict[Any, StyleState] | None = None,
+    plan: MemoryPlan | None = None,
 ) -> Objective:
     """Stage 3: the objective at one level, its targets computed at that level's size (or
-    taken from ``style_cache``, which a batch keeps across contents)."""
+    taken from ``style_cache``, which a batch keeps across contents), tile by tile where
+    the level's memory ``plan`` has tiles."""
     conv = network.convention
     device = network_device(network)
     width, height = level.size
@@ -394,6 +404,7 @@ def build_objective(
         tv_weight=config.tv_weight,
         pixel_scale=conv.pixel_scale(),
         style_state=cached,
+        tiles=plan.tiles if plan is not None and plan.tile is not None else None,
     )
     if style_cache is not None and cached is None:
         style_cache[key] = objective.style_state
@@ -408,14 +419,20 @@ def run_level(
     levels: Sequence[Level],
     callback: Callback | None,
     pixel_scale: float,
+    plan: MemoryPlan | None = None,
+    on_tile: TileCallback | None = None,
 ) -> OptimizeResult:
-    """Stage 4: L-BFGS at one level from ``x0``."""
+    """Stage 4: L-BFGS at one level from ``x0``, tile by tile where the level's memory
+    ``plan`` has tiles (``on_tile`` hears of each)."""
     width, height = level.size
+    tiles = plan.tiles(height, width) if plan is not None else None
+    evaluator: Evaluator = objective if tiles is None else TiledObjective(objective, tiles, on_tile)
+    history = plan.history if plan is not None else config.optimizer.history_for(3 * width * height)
     return run_lbfgs(
-        objective,
+        evaluator,
         x0,
         iterations=level.iterations,
-        history=config.optimizer.history_for(3 * width * height),
+        history=history,
         learning_rate=config.optimizer.learning_rate,
         first_step=FIRST_STEP_GREY_LEVELS * pixel_scale / 255.0,
         callback=callback,
@@ -474,6 +491,7 @@ def transfer(
     style_cache: dict[Any, StyleState] | None = None,
     fit_levels: bool = True,
     bit_depth: int = 8,
+    on_tile: TileCallback | None = None,
 ) -> TransferResult:
     """Stylise the content image with the style image(s) under ``config``.
 
@@ -486,7 +504,9 @@ def transfer(
     contents on the same style images and configuration builds them once. ``fit_levels``:
     the number of levels came from the preset and may drop coarse levels that are too
     small (see :func:`plan_levels`). ``bit_depth`` 16 also keeps the picture's 16-bit
-    pixels (``pixels16``).
+    pixels (``pixels16``). A level that does not fit the memory there is runs tile by tile
+    (``config.tile``; see :func:`neuralart.memory.plan_memory`), telling ``on_tile`` of
+    each tile done within an iteration.
     """
     started = time.perf_counter()
     seed = config.seed if config.seed is not None else secrets.randbelow(2**31)
@@ -495,7 +515,13 @@ def transfer(
         device = network_device(network) if network is not None else pick_device(config.device)
     inputs = prepare_inputs(content_path, style_paths, config, output_size)
     levels = plan_levels(config, inputs, fit=fit_levels)  # refusals before the network loads
-    check_memory(config, inputs.size, device)  # the largest level
+    if isinstance(config.tile, int) and config.tile > max(inputs.size):
+        width, height = inputs.size
+        raise NeuralartError(
+            f"--tile {config.tile} is larger than the {width}x{height} px picture; give at "
+            f"most {max(inputs.size)}, or --tile auto"
+        )
+    plans = [plan_memory(config, level.size, device) for level in levels]
     if network is None:
         network = load_network(config, device)
     tune_device(device)
@@ -505,8 +531,8 @@ def transfer(
     x: torch.Tensor | None = None
     records: list[LevelRecord] = []
     result: OptimizeResult | None = None
-    for level in levels:
-        objective = build_objective(network, config, inputs, level, style_cache)
+    for level, plan in zip(levels, plans, strict=True):
+        objective = build_objective(network, config, inputs, level, style_cache, plan)
         width, height = level.size
         if x is None:
             content = objective.content_image
@@ -514,16 +540,27 @@ def transfer(
         else:  # the previous level's result, upsampled
             x0 = F.interpolate(x, size=(height, width), mode="bilinear", align_corners=False)
         result = run_level(
-            objective, x0, config, level, levels, step_callback, network.convention.pixel_scale()
+            objective,
+            x0,
+            config,
+            level,
+            levels,
+            step_callback,
+            network.convention.pixel_scale(),
+            plan,
+            on_tile,
         )
         x = result.image
         records.append(
             LevelRecord(
                 size=level.size,
                 iterations=result.iterations,
-                history=config.optimizer.history_for(3 * width * height),
+                history=plan.history,
                 seconds=result.seconds,
                 final_losses=result.final,
+                tile=plan.tile,
+                tiles=plan.count,
+                halo=plan.halo if plan.tile is not None else 0,
             )
         )
         del objective

@@ -23,11 +23,23 @@ class _Quadratic:
     def total(self, terms: dict[str, torch.Tensor]) -> torch.Tensor:
         return terms["style"]
 
+    def value_and_grad(self, x):
+        leaf = x.detach().requires_grad_(True)
+        terms = self.terms(leaf)
+        total = self.total(terms)
+        (grad,) = torch.autograd.grad(total, leaf)
+        return {k: v.detach() for k, v in terms.items()}, total.detach(), grad
+
+    def value(self, x):
+        with torch.no_grad():
+            terms = self.terms(x)
+            return terms, self.total(terms)
+
 
 def test_lbfgs_finds_the_minimum_of_a_quadratic():
     problem = _Quadratic()
     x0 = torch.zeros(1, 3, 2, 2, dtype=torch.float64)
-    result = run_lbfgs(problem, x0, iterations=60, history=20, first_step=0.1)  # type: ignore[arg-type]
+    result = run_lbfgs(problem, x0, iterations=60, history=20, first_step=0.1)
     torch.testing.assert_close(result.image.reshape(-1), problem.c, atol=1e-6, rtol=0)
     assert result.final["total"] < 1e-10
     assert result.iterations == 60 and result.losses[0] > result.losses[-1]
@@ -66,7 +78,7 @@ def test_the_returned_picture_is_the_best_one_evaluated():
     # A learning rate of 2.2 makes L-BFGS overshoot: the loss falls for two steps, then
     # each step lands farther up the other side of the valley.
     result = run_lbfgs(
-        problem,  # type: ignore[arg-type]
+        problem,
         x0,
         iterations=10,
         first_step=0.5,
@@ -97,7 +109,7 @@ def test_a_non_finite_loss_stops_and_keeps_a_finite_picture():
 
     problem = Explodes()
     x0 = torch.zeros(1, 3, 2, 2, dtype=torch.float64)
-    result = run_lbfgs(problem, x0, iterations=10, first_step=0.1)  # type: ignore[arg-type]
+    result = run_lbfgs(problem, x0, iterations=10, first_step=0.1)
     assert result.stopped is not None and "nan" in result.stopped
     assert result.iterations == 3
     assert torch.isfinite(result.image).all()
@@ -116,7 +128,7 @@ def test_ctrl_c_returns_the_best_picture_so_far():
 
     problem = Interrupted()
     x0 = torch.zeros(1, 3, 2, 2, dtype=torch.float64)
-    result = run_lbfgs(problem, x0, iterations=50, first_step=0.1)  # type: ignore[arg-type]
+    result = run_lbfgs(problem, x0, iterations=50, first_step=0.1)
     assert result.interrupted and result.iterations == 4
     assert result.stopped == "interrupted after 4 iterations"
     assert result.final["total"] == min(result.losses) < result.losses[0]

@@ -8,8 +8,10 @@ import torch
 from neuralart.errors import NeuralartError
 from neuralart.images import image_to_tensor, load_image, resize_to
 from neuralart.losses import Objective
+from neuralart.memory import tile_halo
 from neuralart.presets import resolve
-from neuralart.tiling import TiledObjective, halo_for, plan_tiles, receptive_radius
+from neuralart.tiles import check_tile, halo_for, plan_tiles, receptive_radius
+from neuralart.tiling import TiledObjective
 
 SIZE = (96, 64)  # (width, height): multiples of 16
 
@@ -33,6 +35,10 @@ def _objective(network, config, content, style):
         tv_weight=config.tv_weight,
         pixel_scale=network.convention.pixel_scale(),
     )
+
+
+def _plan(height, width, tile, layers):
+    return plan_tiles(height, width, (tile, tile), halo_for(layers)[0])
 
 
 def _whole(objective, x):
@@ -62,7 +68,7 @@ def test_the_halo_covers_the_receptive_field():
 
 
 def test_tiles_cover_the_picture_once():
-    tiles = plan_tiles(64, 96, 32, ["conv3_1"])
+    tiles = _plan(64, 96, 32, ["conv3_1"])
     covered = torch.zeros(64, 96)
     for tile in tiles:
         y0, y1, x0, x1 = tile.interior
@@ -71,8 +77,8 @@ def test_tiles_cover_the_picture_once():
         assert ey0 <= y0 and ey1 >= y1 and ex0 <= x0 and ex1 >= x1
         assert ey0 % 4 == 0 and ex0 % 4 == 0
     assert torch.equal(covered, torch.ones(64, 96))
-    with pytest.raises(NeuralartError, match="multiple of 4"):
-        plan_tiles(64, 96, 30, ["conv3_1"])
+    with pytest.raises(NeuralartError, match="multiple of 4 px.*try 28 or 32"):
+        check_tile(30, 4)
 
 
 @pytest.mark.parametrize(
@@ -102,21 +108,32 @@ def test_tiles_smaller_than_the_halo_give_the_whole_objective_and_gradient(
     )
     content, style_image, x = _pictures(network, content_path, style_path)
     objective = _objective(network, config, content, style_image)
-    tiles = plan_tiles(64, 96, 32, objective.layers)
+    tiles = _plan(64, 96, 32, objective.layers)
     assert any(tile.extended != (0, 64, 0, 96) for tile in tiles)  # the halo truly cuts
     _assert_same(TiledObjective(objective, tiles).value_and_grad(x), _whole(objective, x))
 
 
-@pytest.mark.parametrize(
-    "preset", ["classic", "classic-dense", "all-to-content", "chain-blurred", "chain-extended"]
-)
+TABLE_2 = [
+    "classic",
+    "classic-shifted",
+    "classic-dense",
+    "all-to-content",
+    "chain",
+    "chain-uniform",
+    "chain-unshifted",
+    "chain-blurred",
+    "chain-extended",
+]
+
+
+@pytest.mark.parametrize("preset", TABLE_2)
 def test_table_2_presets_tiled_equal_untiled(network, content_path, style_path, preset):
     """The presets' deepest layers need a 144-px halo: at 96×64 each tile runs on the
     whole picture and sums only its interior."""
     config, _ = resolve(preset)
     content, style_image, x = _pictures(network, content_path, style_path)
     objective = _objective(network, config, content, style_image)
-    tiles = plan_tiles(64, 96, 48, objective.layers)
+    tiles = _plan(64, 96, 48, objective.layers)
     assert len(tiles) == 4
     _assert_same(TiledObjective(objective, tiles).value_and_grad(x), _whole(objective, x))
 
@@ -141,7 +158,7 @@ def test_odd_sizes_keep_the_whole_pictures_resampling(network, content_path, sty
     )
     content, style_image, x = _pictures(network, content_path, style_path, size=(90, 70))
     objective = _objective(network, config, content, style_image)
-    tiles = plan_tiles(70, 90, 32, objective.layers)
+    tiles = _plan(70, 90, 32, objective.layers)
     assert any(tile.extended != (0, 70, 0, 90) for tile in tiles)
     _assert_same(TiledObjective(objective, tiles).value_and_grad(x), _whole(objective, x))
 
@@ -150,13 +167,82 @@ def test_chain_blurred_at_an_odd_size(network, content_path, style_path):
     config, _ = resolve("chain-blurred")
     content, style_image, x = _pictures(network, content_path, style_path, size=(90, 70))
     objective = _objective(network, config, content, style_image)
-    tiles = plan_tiles(70, 90, 48, objective.layers)
+    tiles = _plan(70, 90, 48, objective.layers)
     _assert_same(TiledObjective(objective, tiles).value_and_grad(x), _whole(objective, x))
 
 
-def test_patch_matching_is_refused_until_it_tiles(network, content_path, style_path):
-    config, _ = resolve("cnn-mrf")
-    content, style_image, _ = _pictures(network, content_path, style_path)
+@pytest.mark.parametrize(
+    "style", [{}, {"patch_stride": 1, "layers": ["conv3_1"]}], ids=["preset", "stride-1"]
+)
+def test_patch_matching_tiled_equals_untiled(network, content_path, style_path, style):
+    """CNN-MRF's loss is local given the patch bank: one pass, each tile's patches (those
+    starting in its interior) matched against the whole bank."""
+    config, _ = resolve("cnn-mrf", {"style": {"rotated_copies": 0, "scaled_copies": 0, **style}})
+    content, style_image, x = _pictures(network, content_path, style_path, size=(96, 80))
     objective = _objective(network, config, content, style_image)
-    with pytest.raises(NeuralartError, match="not a sum over positions"):
-        TiledObjective(objective, plan_tiles(64, 96, 32, objective.layers))
+    halo, _, _ = tile_halo(config)
+    tiles = plan_tiles(80, 96, (32, 48), halo)
+    tiled = TiledObjective(objective, tiles)
+    assert tiled.passes == len(tiles) == 6
+    _assert_same(tiled.value_and_grad(x), _whole(objective, x))
+
+
+def test_the_value_alone_is_the_first_pass(network, content_path, style_path):
+    config, _ = resolve("chain-blurred")
+    content, style_image, x = _pictures(network, content_path, style_path)
+    objective = _objective(network, config, content, style_image)
+    tiled = TiledObjective(objective, _plan(64, 96, 48, objective.layers))
+    calls = []
+    tiled.on_tile = lambda done, total: calls.append((done, total))
+    terms, total = tiled.value(x)
+    w_terms, w_total, _ = _whole(objective, x)
+    torch.testing.assert_close(total, w_total, rtol=1e-4, atol=0)
+    assert terms.keys() == w_terms.keys()
+    assert calls == [(1, 7), (2, 7), (3, 7), (4, 7)]  # 4 tiles; with a gradient, 7 runs
+    calls.clear()
+    tiled.value_and_grad(x)
+    assert [done for done, _ in calls] == list(range(1, 8))
+
+
+@pytest.mark.parametrize("preset", ["chain-blurred", "cnn-mrf"])
+def test_targets_built_tile_by_tile_equal_the_whole_images(
+    network, content_path, style_path, preset
+):
+    """A print-size style or content image never needs its whole feature stack: the
+    content maps, gradient weights and style targets built in tiles are the same."""
+    overrides = {"style": {"rotated_copies": 0, "scaled_copies": 0}} if "mrf" in preset else {}
+    config, _ = resolve(preset, overrides)
+    content, style_image, _ = _pictures(network, content_path, style_path, size=(96, 80))
+    whole = _objective(network, config, content, style_image)
+    halo, _, _ = tile_halo(config)
+    planned = []
+
+    def tiles(height, width):
+        planned.append((height, width))
+        return plan_tiles(height, width, (32, 48), halo)
+
+    tiled = Objective(
+        network,
+        config.content,
+        config.style,
+        content_image=content,
+        style_images=[style_image],
+        pixel_scale=network.convention.pixel_scale(),
+        tiles=tiles,
+    )
+    assert planned  # the tiles were used
+    for name, target in whole.content_targets.items():
+        torch.testing.assert_close(tiled.content_targets[name], target, rtol=1e-4, atol=1e-4)
+    for label, target in whole.style_targets.items():
+        got = tiled.style_targets[label]
+        if isinstance(target, tuple):  # a patch bank: the same patches, in another order
+            a, b = got[0].flatten(1), target[0].flatten(1)
+            assert a.shape == b.shape
+            nearest = torch.cdist(a, b, compute_mode="donot_use_mm_for_euclid_dist").min(
+                dim=1
+            )  # each patch has its twin in the bank
+            assert nearest.values.max() <= 1e-4 * b.abs().max()
+            assert len(set(nearest.indices.tolist())) == b.shape[0]
+        else:
+            scale = target.abs().max()
+            assert (got - target).abs().max() <= 1e-4 * scale, label

@@ -241,6 +241,35 @@ ScaledCopiesOpt = Annotated[
 ]
 
 # The names of the release before, still read (not shown in the help), with a warning.
+TileOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--tile",
+        help=_help(
+            "Print sizes: run the network tile by tile, with the same objective. auto "
+            "(only where the whole picture does not fit the free memory), off, or a tile "
+            "size in pixels.",
+            "tile",
+            "built-in",
+        ),
+        rich_help_panel=NETWORK,
+    ),
+]
+
+TileHaloOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--tile-halo",
+        help=_help(
+            "Pixels around each tile; less than the exact halo is faster but no longer "
+            "exact (see the README).",
+            "tile_halo",
+            "built-in",
+        ),
+        rich_help_panel=NETWORK,
+    ),
+]
+
 OldLevelsOpt = Annotated[str | None, typer.Option("--scales", hidden=True)]
 OldRotationsOpt = Annotated[int | None, typer.Option("--mrf-rotations", hidden=True)]
 OldScalesOpt = Annotated[int | None, typer.Option("--mrf-scales", hidden=True)]
@@ -400,6 +429,8 @@ def transfer(
     # Network and device
     device: DeviceOpt = None,
     precision: PrecisionOpt = None,
+    tile: TileOpt = None,
+    tile_halo: TileHaloOpt = None,
     weights: WeightsOpt = None,
     pooling: Annotated[
         Pooling | None,
@@ -496,6 +527,8 @@ def transfer(
                     max_pixels=max_pixels,
                     gradient_weighting=gradient_weighting,
                     amplify_power=amplify_power,
+                    tile=tile,
+                    tile_halo=tile_halo,
                 ),
             )
         batch = batch_contents(content)
@@ -687,6 +720,8 @@ def texture(
     seed: SeedOpt = None,
     device: DeviceOpt = None,
     precision: PrecisionOpt = None,
+    tile: TileOpt = None,
+    tile_halo: TileHaloOpt = None,
     weights: WeightsOpt = None,
     mrf_rotated_copies: RotatedCopiesOpt = None,
     mrf_scaled_copies: ScaledCopiesOpt = None,
@@ -720,6 +755,8 @@ def texture(
                     levels=levels,
                     mrf_rotated_copies=rotated,
                     mrf_scaled_copies=scaled,
+                    tile=tile,
+                    tile_halo=tile_halo,
                 ),
             )
         out_size = parse_size(size) if size is not None else (config.size, config.size)

@@ -75,7 +75,9 @@ class Progress:
         self.bar: Any = None
         self.task: Any = None
         self.label = "optimising"
+        self.desc = self.label
         self.last_print = 0.0
+        self.tile_started = 0.0  # when the current iteration's first tile began
 
     def __enter__(self) -> Progress:
         if self.quiet or not self.tty:
@@ -121,6 +123,7 @@ class Progress:
         desc = (
             self.label if event.levels == 1 else f"{self.label} level {event.level}/{event.levels}"
         )
+        self.desc = desc
         if self.bar is not None:
             self.bar.update(
                 self.task,
@@ -141,6 +144,26 @@ class Progress:
                 f"loss {event.loss:.4g}  {rate:.2f} it/s  ETA {eta:.0f}s",
                 err=True,
             )
+
+    def tile(self, done: int, total: int) -> None:
+        """A tile of a tiled iteration is done: shown once an iteration takes a while."""
+        if self.quiet:
+            return
+        now = time.monotonic()
+        if done == 1:
+            self.tile_started = now
+        if now - self.tile_started < TILE_NOTICE_SECONDS:
+            return
+        if self.bar is not None:
+            text = f"{self.desc} tile {done}/{total}" if done < total else self.desc
+            self.bar.update(self.task, description=text)
+        elif now - self.last_print >= 10.0:
+            self.last_print = now
+            typer.echo(f"{self.desc}: tile {done}/{total} of this iteration", err=True)
+
+
+# An iteration's tiles are shown once it has taken this long.
+TILE_NOTICE_SECONDS = 2.0
 
 
 # --------------------------------------------------------------------------- transfer

@@ -45,12 +45,15 @@ def overrides(**flags: Any) -> dict[str, Any]:
         "max_pixels": ("max_pixels",),
         "gradient_weighting": ("style", "gradient_weighting"),
         "amplify_power": ("style", "amplify_power"),
+        "tile": ("tile",),
+        "tile_halo": ("tile_halo",),
     }
     # Flags typed as text on the command line, checked and converted here.
     parsers: dict[str, Callable[[str], Any]] = {
         "iterations": parse_iterations,
         "levels": parse_levels,
         "style_blend": parse_blend,
+        "tile": parse_tile,
     }
     out: dict[str, Any] = {}
     for name, value in flags.items():
@@ -204,6 +207,7 @@ def run_and_save(
             style_cache=style_cache,
             fit_levels=not levels_chosen(provenance, config),
             bit_depth=bit_depth,
+            on_tile=progress.tile,
         )
     interrupted = result.interrupted
     if interrupted:  # a second Ctrl-C while the picture so far is saved exits at once
@@ -267,7 +271,7 @@ def run_metadata(result: TransferResult, provenance: dict[str, str]) -> dict[str
 
 
 def summary(written: Path, preset: str, result: TransferResult) -> dict[str, Any]:
-    return {
+    out = {
         "output": str(written),
         "preset": preset,
         "seed": result.seed,
@@ -275,6 +279,10 @@ def summary(written: Path, preset: str, result: TransferResult) -> dict[str, Any
         "iterations": result.iterations,
         "final_losses": result.final_losses,
     }
+    tiles = result.record(timings=False).get("tiles")
+    if tiles is not None:  # the last level ran tile by tile
+        out["tiles"] = tiles
+    return out
 
 
 def parse_blend(text: str) -> list[float]:
@@ -310,6 +318,19 @@ def parse_levels(text: str) -> int | str:
     except ValueError:
         raise NeuralartError(
             f"--levels must be auto or a number of levels (1 = one size only), got {text!r}"
+        ) from None
+
+
+def parse_tile(text: str) -> int | str:
+    """``auto``, ``off`` or a tile size in pixels."""
+    word = text.strip().lower()
+    if word in ("auto", "off"):
+        return word
+    try:
+        return int(word)
+    except ValueError:
+        raise NeuralartError(
+            f"--tile must be auto, off or a tile size in pixels (e.g. 1024), got {text!r}"
         ) from None
 
 

@@ -10,12 +10,17 @@ A statistic kind (``style.statistic`` in a preset) is one object that knows:
 * ``target`` / ``combine``: a term's target from one style image's features, and the
   targets of several style images combined with the blend weights;
 * ``loss``: a term's loss against the picture's features;
-* ``memory``: the entries a term keeps (its statistic, its feature-sized copies, scratch).
+* ``memory``: the entries a term keeps (its statistic, its feature-sized copies, scratch);
+* ``partial_target`` / ``join``: a tile's share of a target, and the shares of a
+  picture's tiles joined into its target (print-size style images).
 
 A statistic that is a sum over positions divided by their number M (every Gram kind,
 ``sum_over_positions = True``) also gives ``partial_sum``: the sum over the positions
 inside a window, divided by a given M, so that parts of a picture can be added up into
-the statistic of the whole.
+the statistic of the whole, and ``distance``, the loss of a value against its target. A
+statistic whose loss is a sum of local terms given its target (CNN-MRF, ``local =
+True``) gives ``partial_loss``, a tile's share of the loss, and ``margin``, the cells a
+tile's map needs beyond the part it answers for.
 
 Adding a statistic is one new module with its class, one line in :data:`REGISTRY`, and
 its tests. Nothing here imports torch at module level: configurations are validated
@@ -54,6 +59,18 @@ class Term:
 Grids = dict[tuple[str, str], tuple["Tensor", "Tensor"]] | None
 
 
+@dataclass(frozen=True)
+class Part:
+    """A tile of the picture on one layer's grid, for statistics evaluated tile by tile:
+    the whole map's cell at the tile map's [0, 0] (``origin``), the cells the tile owns
+    (``interior``: y0, y1, x0, x1, half-open, whole-map coordinates) and the whole
+    picture's grid (``grid``: rows, columns)."""
+
+    origin: tuple[int, int]
+    interior: tuple[int, int, int, int]
+    grid: tuple[int, int]
+
+
 class Memory(NamedTuple):
     """Float entries one term needs: its statistic (the target and the difference each
     hold one), the feature-sized tensors it keeps for the backward pass, and the scratch
@@ -67,6 +84,9 @@ class Memory(NamedTuple):
 class StyleStatistic(Protocol):
     name: str
     sum_over_positions: bool
+    # A loss that is a sum of local terms given the target (patch matching): tiles add
+    # their ``partial_loss`` up, in one pass.
+    local: bool
     # Paper §4.1-§4.2 reweight the gradient reaching the maps a statistic reads; that
     # means something for the moment statistics, not for patch matching.
     supports_gradient_weighting: bool
@@ -91,6 +111,25 @@ class StyleStatistic(Protocol):
 
     def memory(self, style: StyleConfig, term: Term, height: int, width: int) -> Memory: ...
 
+    def partial_target(
+        self, features: dict[str, Tensor], term: Term, style: StyleConfig, part: Part,
+        grids: Grids = None,
+    ) -> Any: ...  # fmt: skip
+
+    def join(self, parts: Sequence[Any]) -> Any: ...
+
+
+class LocalStatistic(StyleStatistic, Protocol):
+    """A statistic with ``local = True``: its loss is a sum over positions given the
+    target, so each tile's share is its own loss."""
+
+    def margin(self, style: StyleConfig) -> int: ...
+
+    def partial_loss(
+        self, features: dict[str, Tensor], term: Term, target: Any, style: StyleConfig,
+        part: Part,
+    ) -> Tensor: ...  # fmt: skip
+
 
 class SumStatistic(StyleStatistic, Protocol):
     """A statistic with ``sum_over_positions = True``: Σ_p φ(F at p) / M."""
@@ -106,6 +145,8 @@ class SumStatistic(StyleStatistic, Protocol):
         divisor: float = 0.0,
         grids: Grids = None,
     ) -> Tensor: ...
+
+    def distance(self, value: Tensor, target: Any) -> Tensor: ...
 
 
 def _registry() -> dict[str, StyleStatistic]:

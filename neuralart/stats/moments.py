@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from neuralart.layers import LAYERS, MIN_EDGE
-from neuralart.stats import Grids, Memory, Term
+from neuralart.stats import Grids, Memory, Part, Term
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -25,6 +25,7 @@ class MomentStatistic:
 
     name = ""
     sum_over_positions = True
+    local = False
     supports_gradient_weighting = True
 
     def validate(self, style: StyleConfig) -> None:
@@ -64,6 +65,36 @@ class MomentStatistic:
     def target(self, features: dict[str, Tensor], term: Term, style: StyleConfig) -> Any:
         return self.partial_sum(features, term, style).detach()
 
+    def partial_target(
+        self,
+        features: dict[str, Tensor],
+        term: Term,
+        style: StyleConfig,
+        part: Part,
+        grids: Grids = None,
+    ) -> Any:
+        """A tile's share of the target: the sum over its interior, divided by the whole
+        picture's M; the shares of a picture's tiles :meth:`join` into its target."""
+        from neuralart.tiles import local_cells, window
+
+        rows, columns = part.grid
+        cells = window(features[term.layers[0]], *local_cells(part))
+        return self.partial_sum(
+            features, term, style, window=cells, divisor=rows * columns, grids=grids
+        ).detach()
+
+    def join(self, parts: Sequence[Any]) -> Any:
+        total = parts[0]
+        for part in parts[1:]:
+            total = total + part
+        return total
+
+    def distance(self, value: Tensor, target: Any) -> Tensor:
+        """The loss of a statistic's value against its target."""
+        import torch.nn.functional as F
+
+        return F.mse_loss(value, target)
+
     def combine(self, targets: Sequence[Any], weights: Sequence[float]) -> Any:
         total = None
         for target, weight in zip(targets, weights, strict=True):
@@ -74,9 +105,7 @@ class MomentStatistic:
     def loss(
         self, features: dict[str, Tensor], term: Term, target: Any, style: StyleConfig
     ) -> Tensor:
-        import torch.nn.functional as F
-
-        return F.mse_loss(self.partial_sum(features, term, style), target)
+        return self.distance(self.partial_sum(features, term, style), target)
 
     def memory(self, style: StyleConfig, term: Term, height: int, width: int) -> Memory:
         raise NotImplementedError
