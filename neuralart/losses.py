@@ -19,7 +19,7 @@ from neuralart.config import ContentConfig, StyleConfig
 from neuralart.errors import NeuralartError
 from neuralart.layers import by_depth, expand_layers, normalised_weights
 from neuralart.stats import Term, statistic_for, style_terms, term_layers
-from neuralart.tiles import Tile, style_targets, whole_maps
+from neuralart.tiles import Tile, TileMaps, style_targets, tile_maps, whole_maps
 from neuralart.weighting import gradient_weights, reweight_gradient
 
 
@@ -62,7 +62,9 @@ class Objective:
     the same style images and configuration (a batch of contents), instead of computing
     them from ``style_images``. ``style_images`` may hold several images with ``blend``
     weights (summing to 1); the statistic combines their targets. ``tiles`` plans the
-    tiles in which the targets' images are run (print sizes); the targets are the same.
+    tiles in which the targets' images are run (print sizes); the targets are the same,
+    and the content targets are then kept as each tile's block (``content_blocks``, in a
+    temporary file with ``spill``) instead of whole maps.
     """
 
     def __init__(
@@ -78,6 +80,7 @@ class Objective:
         pixel_scale: float = 1.0,
         style_state: StyleState | None = None,
         tiles: TilePlanner | None = None,
+        spill: bool = False,
     ) -> None:
         self.network = network
         self.device = next(network.parameters()).device
@@ -104,8 +107,14 @@ class Objective:
 
         with torch.no_grad():
             self.content_targets: dict[str, Tensor] = {}
+            self.content_blocks: TileMaps | None = None
             if self.content_terms and content_image is not None:
-                self.content_targets = maps(content_image, [n for n, _ in self.content_terms])
+                layers = [n for n, _ in self.content_terms]
+                plan = tiles(*content_image.shape[-2:]) if tiles is not None else None
+                if plan is None:
+                    self.content_targets = maps(content_image, layers)
+                else:
+                    self.content_blocks = tile_maps(network, content_image, layers, plan, spill)
             # paper §4.1-§4.2: weights of the style gradient, from the content image.
             self.gradient_weights: dict[str, Tensor] = {}
             if style.gradient_weighting != "none" and self.style_terms:

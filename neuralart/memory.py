@@ -40,7 +40,15 @@ from neuralart.errors import NeuralartError, NeuralartWarning
 from neuralart.layers import LAYER_NAMES, LAYERS
 from neuralart.losses import content_terms, network_layers
 from neuralart.stats import Memory, statistic_for, style_terms
-from neuralart.tiles import Tile, cheapest_plan, check_tile, halo_for, plan_cost, plan_tiles
+from neuralart.tiles import (
+    Tile,
+    cheapest_plan,
+    check_tile,
+    halo_for,
+    largest_extent,
+    plan_cost,
+    plan_tiles,
+)
 
 FLOAT = 4  # bytes
 WEIGHT_BYTES = 2 * 20_024_384 * FLOAT  # the 16 convolutions' parameters, loaded and in use
@@ -52,6 +60,7 @@ ENVIRONMENT = "NEURALART_MEMORY_AVAILABLE"
 # before a shorter history is tried for larger tiles.
 MIN_TILED_HISTORY = 5
 TILE_WASTE = 2.0
+SPILL_MARGIN = 1.25  # disk kept free beyond the content targets a spilled run writes
 _UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 
 
@@ -63,10 +72,9 @@ def _statistic_uses(config: Config, size: tuple[int, int]) -> dict[str, Memory]:
     }
 
 
-def _statistics_bytes(config: Config) -> tuple[int, str]:
-    """(bytes of the style statistics and their scratch, the largest term). A statistic's
-    entries do not depend on the picture's size, except a patch bank's (the style's)."""
-    size = (config.size, config.size)
+def _statistics_bytes(config: Config, size: tuple[int, int]) -> tuple[int, str]:
+    """(bytes of the style statistics and their scratch, the largest term) at (width,
+    height): a moment statistic's entries do not depend on it, a patch bank's do."""
     uses = _statistic_uses(config, size)
     largest = max(uses, key=lambda label: uses[label].statistic, default="")
     entries = [use.statistic for use in uses.values()]
@@ -89,11 +97,18 @@ def _network_bytes(config: Config, size: tuple[int, int]) -> int:
     return int(FLOAT * maps)
 
 
-def _whole_maps_bytes(config: Config, size: tuple[int, int]) -> int:
-    """The maps kept at the whole picture's size: the content targets, and the fixed
-    gradient weights (one per style map) where the style gradient is reweighted."""
+def content_bytes(config: Config, size: tuple[int, int]) -> int:
+    """The content targets at (width, height): one map per content layer."""
     width, height = size
-    maps = sum(LAYERS[n].entries(height, width) for n, _ in content_terms(config.content))
+    return FLOAT * sum(LAYERS[n].entries(height, width) for n, _ in content_terms(config.content))
+
+
+def _whole_maps_bytes(config: Config, size: tuple[int, int], spill: bool = False) -> int:
+    """The maps kept at the whole picture's size: the content targets (unless ``spill``
+    keeps them on disk), and the fixed gradient weights (one per style map) where the
+    style gradient is reweighted."""
+    width, height = size
+    maps = 0 if spill else content_bytes(config, size) // FLOAT
     if config.style.gradient_weighting != "none":
         styled = {name for t in style_terms(config.style) for name in t.layers}
         maps += sum(LAYERS[n].entries(height, width) for n in styled)
@@ -117,7 +132,7 @@ def history_for(config: Config, size: tuple[int, int]) -> int:
 def estimate(config: Config, size: tuple[int, int]) -> tuple[int, int, str]:
     """(bytes in all, bytes of the style statistics, the largest term) at (width, height),
     the whole picture at once."""
-    statistics, largest = _statistics_bytes(config)
+    statistics, largest = _statistics_bytes(config, size)
     values = 3 * size[0] * size[1]
     total = (
         statistics
@@ -131,18 +146,26 @@ def estimate(config: Config, size: tuple[int, int]) -> tuple[int, int, str]:
 
 
 def tiled_estimate(
-    config: Config, size: tuple[int, int], extended: tuple[int, int], history: int
+    config: Config,
+    size: tuple[int, int],
+    extended: tuple[int, int],
+    history: int,
+    spill: bool = False,
+    interior: tuple[int, int] = (0, 0),
 ) -> int:
     """Bytes a tiled run at (width, height) needs with tiles whose largest extended region
     is ``extended`` (width, height) and ``history`` L-BFGS steps: the whole picture's
     targets and vectors (two more: the gradient being assembled and the tile's pixels),
-    the running sums of the statistics and their gradients, and one tile's network."""
-    statistics, _ = _statistics_bytes(config)
+    the running sums of the statistics and their gradients, and one tile's network. With
+    ``spill`` the content targets wait on disk and one tile's blocks, of its ``interior``
+    (width, height), are read at a time."""
+    statistics, _ = _statistics_bytes(config, size)
     values = 3 * size[0] * size[1]
     return (
         2 * statistics
         + _network_bytes(config, extended)
-        + _whole_maps_bytes(config, size)
+        + (content_bytes(config, interior) if spill else 0)
+        + _whole_maps_bytes(config, size, spill)
         + _lbfgs_bytes(values, history, extra=2)
         + WEIGHT_BYTES
         + OVERHEAD
@@ -159,6 +182,7 @@ class MemoryPlan:
     history: int
     needed: int  # bytes, estimated
     free: int | None  # bytes the device has (None: unknown)
+    spill: bool = False  # the content targets wait in a temporary file, tile by tile
 
     def tiles(self, height: int, width: int) -> list[Tile] | None:
         """The tiles of an image of this level (the content, or a style image)."""
@@ -167,6 +191,15 @@ class MemoryPlan:
         if height <= self.tile[0] and width <= self.tile[1]:
             return None
         return plan_tiles(height, width, self.tile, self.halo)
+
+    @property
+    def overhead(self) -> float:
+        """Pixels the network runs on per iteration, as a multiple of the picture's (1
+        whole; tiles add their halos)."""
+        if self.tile is None:
+            return 1.0
+        width, height = self.size
+        return plan_cost(height, width, self.tile, self.halo)[0] / (width * height)
 
     @property
     def count(self) -> int:
@@ -249,7 +282,7 @@ def _gib(n: int) -> str:
 
 
 def _why(config: Config, size: tuple[int, int], total: int, free: int, device: torch.device) -> str:
-    statistics, largest = _statistics_bytes(config)
+    statistics, largest = _statistics_bytes(config, size)
     worst = f", {largest} the largest" if largest else ""
     return (
         f"about {_gib(total)} of memory at {size[0]}x{size[1]} px (style statistics "
@@ -276,14 +309,18 @@ def plan_memory(config: Config, size: tuple[int, int], device: torch.device) -> 
         shape = (min(config.tile, height), min(config.tile, width))
         if shape == (height, width):
             return MemoryPlan(size, None, halo, history, whole, free)
-        rows, cols = min(height, shape[0] + 2 * halo), min(width, shape[1] + 2 * halo)
+        rows, cols = largest_extent(height, width, shape, halo)
         needed = tiled_estimate(config, size, (cols, rows), history)
+        spill = False
+        if free is not None and needed > free:  # the content targets on disk, if that fits
+            spill = True
+            needed = tiled_estimate(config, size, (cols, rows), history, True, shape[::-1])
         if free is not None and needed > free:
             raise NeuralartError(
                 f"--tile {config.tile} needs {_why(config, size, needed, free, device)}; "
                 "use smaller tiles or --tile auto"
             )
-        return MemoryPlan(size, shape, halo, history, needed, free)
+        return MemoryPlan(size, shape, halo, history, needed, free, spill)
     if free is None:
         warnings.warn(
             f"could not tell how much memory {device} has free; the memory check is skipped "
@@ -301,32 +338,49 @@ def plan_memory(config: Config, size: tuple[int, int], device: torch.device) -> 
             "fewer or shallower style layers or a smaller --size"
         )
     fallback: MemoryPlan | None = None
+    per_pixel = _network_bytes(config, (64, 64)) / (64 * 64)
+    spill_pixel = content_bytes(config, (64, 64)) / (64 * 64)
+    disk = _disk_free()
     for steps in _history_choices(config, size):
-        base = tiled_estimate(config, size, (0, 0), steps)
-        per_pixel = _network_bytes(config, (64, 64)) / (64 * 64)
+        for spill in (False, True):
+            if spill and (disk is None or disk < SPILL_MARGIN * content_bytes(config, size)):
+                continue  # no room on disk for the content targets
+            base = tiled_estimate(config, size, (0, 0), steps, spill)
+            inner = spill_pixel if spill else 0.0
 
-        def fits(pixels: int, base: int = base, per_pixel: float = per_pixel) -> bool:
-            return base + per_pixel * pixels <= free
+            def fits(extended: int, interior: int, base: int = base, inner: float = inner) -> bool:
+                return base + per_pixel * extended + inner * interior <= free
 
-        found = cheapest_plan(height, width, halo, align, fits)
-        if found is None:
-            continue
-        cost, _ = plan_cost(height, width, found, halo)
-        rows, cols = min(height, found[0] + 2 * halo), min(width, found[1] + 2 * halo)
-        plan = MemoryPlan(
-            size, found, halo, steps, tiled_estimate(config, size, (cols, rows), steps), free
-        )
-        if cost <= TILE_WASTE * width * height:
-            return plan
-        fallback = fallback or plan
+            found = cheapest_plan(height, width, halo, align, fits)
+            if found is None:
+                continue
+            cost, _ = plan_cost(height, width, found, halo)
+            rows, cols = largest_extent(height, width, found, halo)
+            needed = tiled_estimate(config, size, (cols, rows), steps, spill, found[::-1])
+            plan = MemoryPlan(size, found, halo, steps, needed, free, spill)
+            if cost <= TILE_WASTE * width * height:
+                return plan
+            fallback = fallback or plan
     if fallback is not None:
         return fallback
-    smallest = tiled_estimate(config, size, (align + 2 * halo, align + 2 * halo), MIN_TILED_HISTORY)
+    side = (align + 2 * halo, align + 2 * halo)
+    smallest = tiled_estimate(config, size, side, MIN_TILED_HISTORY, True, (align, align))
     raise NeuralartError(
         f"this run needs {_why(config, size, smallest, free, device)} even in the smallest "
-        f"tiles ({align} px) with {MIN_TILED_HISTORY} L-BFGS steps; use a smaller --size or "
-        "fewer or shallower style layers"
+        f"tiles ({align} px) with {MIN_TILED_HISTORY} L-BFGS steps and the content targets "
+        "on disk; use a smaller --size or fewer or shallower style layers"
     )
+
+
+def _disk_free() -> int | None:
+    """Free bytes where temporary files go (the content targets of a spilled run)."""
+    import shutil
+    import tempfile
+
+    try:
+        return shutil.disk_usage(tempfile.gettempdir()).free
+    except OSError:
+        return None
 
 
 def check_memory(config: Config, size: tuple[int, int], device: torch.device) -> None:

@@ -117,6 +117,11 @@ def _steps(total: int, align: int) -> list[int]:
     return out
 
 
+def largest_extent(height: int, width: int, size: tuple[int, int], halo: int) -> tuple[int, int]:
+    """(rows, columns) of the largest extended region of a plan's tiles."""
+    return _spans(height, size[0], halo)[1], _spans(width, size[1], halo)[1]
+
+
 def plan_cost(height: int, width: int, size: tuple[int, int], halo: int) -> tuple[int, int]:
     """(pixels the network runs on over all tiles, pixels of the largest extended tile)."""
     sum_y, max_y = _spans(height, size[0], halo)
@@ -125,17 +130,17 @@ def plan_cost(height: int, width: int, size: tuple[int, int], halo: int) -> tupl
 
 
 def cheapest_plan(
-    height: int, width: int, halo: int, align: int, fits: Callable[[int], bool]
+    height: int, width: int, halo: int, align: int, fits: Callable[[int, int], bool]
 ) -> tuple[int, int] | None:
     """The interior shape (rows, columns) whose tiles cost least in all (pixels the network
-    runs on) among those whose largest extended tile ``fits`` (a test on its pixels);
-    None if none does."""
+    runs on) among those whose largest tile ``fits`` (a test on the pixels of its
+    extended region and of its interior); None if none does."""
     rows = [(step, *_spans(height, step, halo)) for step in _steps(height, align)]
     cols = [(step, *_spans(width, step, halo)) for step in _steps(width, align)]
     best: tuple[int, tuple[int, int]] | None = None
     for step_y, sum_y, max_y in rows:
         for step_x, sum_x, max_x in cols:
-            if (best is None or sum_y * sum_x < best[0]) and fits(max_y * max_x):
+            if (best is None or sum_y * sum_x < best[0]) and fits(max_y * max_x, step_y * step_x):
                 best = (sum_y * sum_x, (step_y, step_x))
     return best[1] if best is not None else None
 
@@ -239,3 +244,88 @@ def style_targets(
                 parts[term.label].append(statistic.partial_target(feats, term, style, part, grids))
             del feats
     return {label: statistic.join(pieces) for label, pieces in parts.items()}
+
+
+class TileMaps:
+    """Whole-picture maps kept as each tile's interior block: the content targets of a
+    tiled run. In memory, or (``spill``) in an unnamed temporary file that the system
+    deletes when it is closed, so that a print-size picture's maps of every layer need
+    no more memory than one tile's blocks."""
+
+    def __init__(self, tiles: list[Tile], spill: bool = False) -> None:
+        self.tiles = tiles
+        self.spill = spill
+        self._blocks: dict[int, dict[str, Tensor]] = {}
+        self._where: dict[int, list[tuple[str, tuple[int, ...], int]]] = {}
+        self._file: Any = None
+        self._end = 0
+        self.numel: dict[str, int] = {}  # entries of each layer's whole map
+
+    def put(self, index: int, maps: dict[str, Tensor]) -> None:
+        """Keep tile ``index``'s blocks."""
+        for name, block in maps.items():
+            self.numel[name] = self.numel.get(name, 0) + block.numel()
+        if not self.spill:
+            self._blocks[index] = {name: block.clone() for name, block in maps.items()}
+            return
+        import tempfile
+
+        if self._file is None:
+            # Closed by close(), or when the store is collected.
+            self._file = tempfile.TemporaryFile(prefix="neuralart-")  # noqa: SIM115
+        where = []
+        for name, block in maps.items():
+            data = block.detach().float().cpu().contiguous().numpy()
+            self._file.seek(self._end)
+            self._file.write(data.tobytes())
+            where.append((name, tuple(data.shape), self._end))
+            self._end += data.nbytes
+        self._where[index] = where
+
+    def get(self, index: int, device: Any) -> dict[str, Tensor]:
+        """Tile ``index``'s blocks, on ``device``."""
+        if not self.spill:
+            return self._blocks[index]
+        import math
+
+        import torch
+
+        out = {}
+        for name, shape, offset in self._where[index]:
+            data = bytearray(4 * math.prod(shape))
+            self._file.seek(offset)
+            if self._file.readinto(data) != len(data):
+                raise OSError("the temporary file of the content targets was cut short")
+            out[name] = torch.frombuffer(data, dtype=torch.float32).view(shape).to(device)
+        return out
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+    def __del__(self) -> None:
+        self.close()
+
+
+def tile_maps(
+    network: Network, image: Tensor, layers: Sequence[str], tiles: list[Tile], spill: bool
+) -> TileMaps:
+    """The feature maps of ``image`` at ``layers``, kept as each tile's interior block."""
+    import torch
+
+    height, width = image.shape[-2:]
+    store = TileMaps(tiles, spill)
+    with torch.no_grad():
+        for index, tile in enumerate(tiles):
+            ey0, ey1, ex0, ex1 = tile.extended
+            feats = network(image[..., ey0:ey1, ex0:ex1], list(layers))
+            store.put(
+                index,
+                {
+                    name: feature[(..., *local_cells(tile.part(name, height, width)))]
+                    for name, feature in feats.items()
+                },
+            )
+            del feats
+    return store

@@ -60,6 +60,8 @@ class TiledObjective:
                 f"statistic {objective.style.statistic} is neither a sum over positions nor "
                 "local; it cannot be evaluated tile by tile"
             )
+        if objective.content_blocks is not None and objective.content_blocks.tiles != tiles:
+            raise ValueError("the content targets were kept for other tiles")
         self.objective = objective
         self.tiles = tiles
         self.on_tile = on_tile
@@ -81,16 +83,23 @@ class TiledObjective:
             for name, f in feats.items()
         }
 
-    def _content(self, feats: dict[str, Tensor], tile: Tile, height: int, width: int) -> Tensor:
-        """The tile's share of the content term (unweighted)."""
+    def _content(self, feats: dict[str, Tensor], index: int, height: int, width: int) -> Tensor:
+        """The share of tile ``index`` in the content term (unweighted)."""
         obj = self.objective
+        tile = self.tiles[index]
         content = obj.zero()
+        blocks = obj.content_blocks
+        here = blocks.get(index, obj.device) if blocks is not None else {}
         for name, weight in obj.content_terms:
             part = tile.part(name, height, width)
-            y0, y1, x0, x1 = part.interior
-            target = obj.content_targets[name]
-            diff = feats[name][(..., *local_cells(part))] - target[..., y0:y1, x0:x1]
-            content = content + weight * diff.pow(2).sum() / target.numel()
+            if blocks is not None:
+                target, count = here[name], blocks.numel[name]
+            else:
+                y0, y1, x0, x1 = part.interior
+                whole = obj.content_targets[name]
+                target, count = whole[..., y0:y1, x0:x1], whole.numel()
+            diff = feats[name][(..., *local_cells(part))] - target
+            content = content + weight * diff.pow(2).sum() / count
         return content
 
     def _sums(
@@ -175,12 +184,12 @@ class TiledObjective:
         content = x.new_zeros(())
         style = x.new_zeros(())
         done = 0
-        for tile in self.tiles:
+        for index, tile in enumerate(self.tiles):
             with torch.set_grad_enabled(gradient):
                 pixels, feats = self._run(x, tile)
                 share = x.new_zeros(())
                 if obj.content_terms:
-                    part = self._content(feats, tile, height, width)
+                    part = self._content(feats, index, height, width)
                     content = content + part.detach()
                     share = share + obj.content_weight * part
                 if obj.style_terms:
@@ -217,7 +226,7 @@ class TiledObjective:
             with torch.set_grad_enabled(last):
                 pixels, feats = self._run(x, tile)
                 local = self._sums(feats, tile, height, width)
-                error = self._content(feats, tile, height, width)
+                error = self._content(feats, index, height, width)
             for label, value in local.items():
                 value = value.detach()
                 sums[label] = value if label not in sums else sums[label] + value
@@ -260,7 +269,7 @@ class TiledObjective:
                 with torch.enable_grad():
                     pixels, feats = self._run(x, tile)
                     local = self._sums(feats, tile, height, width)
-                    error = self._content(feats, tile, height, width)
+                    error = self._content(feats, index, height, width)
                 del feats
             with torch.enable_grad():
                 share = obj.content_weight * error if obj.content_terms else obj.zero()

@@ -49,6 +49,10 @@ from neuralart.vgg import VGG19Features, load_vgg19
 # going, 4-16 all reached the same loss in 40 iterations.
 FIRST_STEP_GREY_LEVELS = 8.0
 
+# Tiles whose halos make the network run on more than this many times the picture's pixels
+# are worth a warning.
+SLOW_TILES = 3.0
+
 
 def pick_device(name: str) -> torch.device:
     """``auto`` -> cuda, then mps, then cpu; an explicit device must exist."""
@@ -405,6 +409,7 @@ def build_objective(
         pixel_scale=conv.pixel_scale(),
         style_state=cached,
         tiles=plan.tiles if plan is not None and plan.tile is not None else None,
+        spill=plan is not None and plan.spill,
     )
     if style_cache is not None and cached is None:
         style_cache[key] = objective.style_state
@@ -522,6 +527,18 @@ def transfer(
             f"most {max(inputs.size)}, or --tile auto"
         )
     plans = [plan_memory(config, level.size, device) for level in levels]
+    slow = [plan for plan in plans if plan.overhead > SLOW_TILES]
+    if slow:
+        worst = max(slow, key=lambda plan: plan.overhead)
+        assert worst.tile is not None
+        warnings.warn(
+            f"the memory there is fits {worst.count} tiles of {worst.tile[1]}x{worst.tile[0]} px "
+            f"at {worst.size[0]}x{worst.size[1]}: with their {worst.halo}-px halos each "
+            f"iteration runs the network on {worst.overhead:.1f}x the picture; more memory or "
+            "a smaller --tile-halo is faster",
+            NeuralartWarning,
+            stacklevel=2,
+        )
     if network is None:
         network = load_network(config, device)
     tune_device(device)

@@ -229,10 +229,17 @@ def test_targets_built_tile_by_tile_equal_the_whole_images(
         style_images=[style_image],
         pixel_scale=network.convention.pixel_scale(),
         tiles=tiles,
+        spill=spill,
     )
     assert planned  # the tiles were used
-    for name, target in whole.content_targets.items():
-        torch.testing.assert_close(tiled.content_targets[name], target, rtol=1e-4, atol=1e-4)
+    blocks = tiled.content_blocks
+    assert blocks is not None and blocks.spill == spill and not tiled.content_targets
+    for name, target in whole.content_targets.items():  # each tile's block of each map
+        for index, tile in enumerate(blocks.tiles):
+            y0, y1, x0, x1 = tile.part(name, 80, 96).interior
+            block = blocks.get(index, "cpu")[name]
+            torch.testing.assert_close(block, target[..., y0:y1, x0:x1], rtol=1e-4, atol=1e-4)
+        assert blocks.numel[name] == target.numel()
     for label, target in whole.style_targets.items():
         got = tiled.style_targets[label]
         if isinstance(target, tuple):  # a patch bank: the same patches, in another order
