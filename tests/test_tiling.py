@@ -204,9 +204,9 @@ def test_the_value_alone_is_the_first_pass(network, content_path, style_path):
     assert [done for done, _ in calls] == list(range(1, 8))
 
 
-@pytest.mark.parametrize("preset", ["chain-blurred", "cnn-mrf"])
+@pytest.mark.parametrize(("preset", "spill"), [("chain-blurred", True), ("cnn-mrf", False)])
 def test_targets_built_tile_by_tile_equal_the_whole_images(
-    network, content_path, style_path, preset
+    network, content_path, style_path, preset, spill
 ):
     """A print-size style or content image never needs its whole feature stack: the
     content maps, gradient weights and style targets built in tiles are the same."""
