@@ -62,3 +62,11 @@ for precision in fp32 bf16; do
         >> "$RESULTS/end-to-end.jsonl" ; } 2>> "$RESULTS/end-to-end.txt"
 done
 cat "$RESULTS/end-to-end.jsonl" "$RESULTS/end-to-end.txt"
+
+# Print size: chain-blurred at 8192x8192 on one GPU, tile by tile (exact objective), three
+# iterations: seconds per iteration, the tiles planned and the peak GPU memory.
+if [ "$devices" != cpu ]; then
+    PRINT=${PRINT:-8192x8192}
+    "$PY" -m benchmarks.tiling print --size "$PRINT" --preset chain-blurred --iterations 3 \
+        --device cuda --append "$RESULTS/bench.md"
+fi

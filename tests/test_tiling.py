@@ -253,3 +253,25 @@ def test_targets_built_tile_by_tile_equal_the_whole_images(
         else:
             scale = target.abs().max()
             assert (got - target).abs().max() <= 1e-4 * scale, label
+
+
+def test_content_targets_on_disk_give_the_same_objective(network, content_path, style_path):
+    config, _ = resolve("chain-blurred")
+    content, style_image, x = _pictures(network, content_path, style_path)
+    whole = _objective(network, config, content, style_image)
+    tiles = _plan(64, 96, 48, whole.layers)
+    spilled = Objective(
+        network,
+        config.content,
+        config.style,
+        content_image=content,
+        style_images=[style_image],
+        pixel_scale=network.convention.pixel_scale(),
+        tiles=lambda height, width: tiles,
+        spill=True,
+    )
+    assert spilled.content_blocks is not None and spilled.content_blocks.spill
+    _assert_same(TiledObjective(spilled, tiles).value_and_grad(x), _whole(whole, x))
+    other = _plan(64, 96, 32, whole.layers)
+    with pytest.raises(ValueError, match="other tiles"):
+        TiledObjective(spilled, other)
