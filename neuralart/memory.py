@@ -1,27 +1,31 @@
-"""A memory check before the first iteration: refuse a run that cannot fit, in one line.
+"""The memory plan before the first iteration: whole, in tiles, or refused in one line.
 
 The three-way statistics of paper §4.4-§4.5 hold N²·K entries per layer (0.5 GiB for a
-512-channel layer); a run that does not fit would otherwise swap the machine or die in
-the middle. :func:`check_memory` estimates the bytes a configuration needs at the
-largest level, from the configuration and the picture's size alone (no network, no
-tensors), and compares them with what the device has free.
+512-channel layer), and the network's maps of a print-size picture run to tens of GiB; a
+run that does not fit would otherwise swap the machine or die in the middle.
+:func:`plan_memory` estimates the bytes a level needs, from the configuration and the
+picture's size alone (no network, no tensors), compares them with what the device has
+free, and plans tiles (:mod:`neuralart.tiles`) where the whole picture does not fit.
 
 The estimate, in float32 (4 bytes) entries:
 
 * style statistics: 2·ΣE + 3·max E, E the entries of one term's statistic: every term
   keeps its target and its difference from the picture's statistic until the backward
   pass; the term being formed or differentiated holds up to three more of its size; plus
-  the largest scratch a term uses (the three-way statistics' blocks);
+  the largest scratch a term uses (the three-way statistics' blocks); tiled, the running
+  sums and their gradients add 2·ΣE;
 * the network: NETWORK_FACTOR × Σ N_l·H_l·W_l over the layers it runs (the maps kept
-  for the backward pass, and the gradients the backward pass holds for a while), plus
-  its weights;
-* the content targets (one map per content layer), and the feature-sized copies each
-  style term keeps (each statistic's ``memory``, :mod:`neuralart.stats`);
-* L-BFGS: two vectors of the picture's size per remembered step.
+  for the backward pass, and the gradients the backward pass holds for a while) and the
+  feature-sized copies each style term keeps (each statistic's ``memory``,
+  :mod:`neuralart.stats`), for the whole picture or for the largest tile with its halo;
+  plus the weights;
+* the content targets (one map per content layer; tiled, on disk if they do not fit,
+  one tile's blocks read at a time), and the fixed gradient weights where they apply;
+* L-BFGS: two vectors of the picture's size per remembered step, and a few more.
 
 Measured against whole runs (``python -m benchmarks.memory``, BENCHMARKS.md) the
 estimate is 1.1–1.2 times the peak resident memory of classic and chain-blurred at 512,
-1024 and 2048 px.
+1024 and 2048 px; tiled runs: ``python -m benchmarks.tiling memory``.
 ``NEURALART_MEMORY_AVAILABLE`` (bytes, or a number with K, M, G or T) replaces the free
 memory measured on the device: to test the check, or to keep a run within a budget.
 """
