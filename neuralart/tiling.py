@@ -163,7 +163,7 @@ class TiledObjective:
     ) -> tuple[dict[str, Tensor], Tensor, Tensor | None]:
         obj = self.objective
         x = x.detach()
-        leaf = x.clone().requires_grad_(gradient)
+        leaf = x.detach().requires_grad_(gradient)  # the TV term's input (no copy)
         terms: dict[str, Tensor] = {}
         with torch.set_grad_enabled(gradient):
             if obj.tv_weight > 0:
@@ -255,9 +255,12 @@ class TiledObjective:
         if not gradient:
             return detached, total.detach(), None
         inputs = [stats[t.label] for t in obj.style_terms]
-        grads = torch.autograd.grad(total, [*inputs, leaf], allow_unused=True)
-        grad = grads[-1] if grads[-1] is not None else torch.zeros_like(x)
-        upstream = dict(zip((t.label for t in obj.style_terms), grads[:-1], strict=True))
+        with_tv = "tv" in terms
+        grads = torch.autograd.grad(
+            total, [*inputs, *([leaf] if with_tv else [])], allow_unused=True
+        )
+        grad = grads[-1] if with_tv else torch.zeros_like(x)
+        upstream = dict(zip((t.label for t in obj.style_terms), grads[: len(inputs)], strict=True))
         del stats, inputs, grads
         # pass 2: each tile's share, back to its pixels; the kept tile first
         for index in reversed(range(len(self.tiles))):
@@ -274,7 +277,8 @@ class TiledObjective:
             with torch.enable_grad():
                 share = obj.content_weight * error if obj.content_terms else obj.zero()
                 for label, value in local.items():
-                    share = share + (upstream[label] * value).sum()
+                    if upstream[label] is not None:
+                        share = share + (upstream[label] * value).sum()
             (piece,) = torch.autograd.grad(share, pixels)
             ey0, ey1, ex0, ex1 = tile.extended
             grad[..., ey0:ey1, ex0:ex1] += piece
