@@ -289,11 +289,9 @@ def errors(got: Evaluation, reference: Evaluation) -> tuple[float, float, float]
     return rel_total, rel_max, rel_l2
 
 
-def warm_up(cache: NetworkCache, config: Config) -> None:
-    """One untimed pass of the network, so that the first timing has no set-up in it."""
-    network = cache.get(config)
-    with torch.no_grad():
-        network(torch.zeros(1, 3, 64, 64), ["conv1_1"])
+def warm_up(objective: Objective, x: torch.Tensor) -> None:
+    """One untimed evaluation of the whole picture, so that no timing has set-up in it."""
+    objective.value_and_grad(x)
 
 
 # --------------------------------------------------------------------------------- exact
@@ -318,7 +316,6 @@ def cmd_exact(args: argparse.Namespace, argv: list[str]) -> str:
         "|---|---|---|---|---|---|---|---|---|",
     ]
     cache = NetworkCache(CPU)
-    warmed = False
     for preset in presets:
         config = configure(preset, args.size, tile="off")
         halo, _, align = tile_halo(config)
@@ -328,13 +325,11 @@ def cmd_exact(args: argparse.Namespace, argv: list[str]) -> str:
             lines.append(f"| {preset} | skipped: {error} ||||||||")
             note(lines[-1])
             continue
-        if not warmed:
-            warm_up(cache, config)
-            warmed = True
         s = setup(cache, config)
         whole = s.objective()
         tiled = TiledObjective(s.objective(args.tile, halo), s.tiles(args.tile, halo))
         x = away_from_content(whole)
+        warm_up(whole, x)
         reference, whole_s = timed(whole.value_and_grad, x)
         got, tiled_s = timed(tiled.value_and_grad, x)
         rel_total, rel_max, _ = errors(got, reference)
@@ -514,8 +509,9 @@ def cmd_cost(args: argparse.Namespace, argv: list[str]) -> str:
         f"{args.iterations}), in one process: the whole picture (`tile: off`) against "
         f"`tile: {tile}` with {ENVIRONMENT} at the budget shown (auto: half the whole "
         "picture's estimate, so that it must tile; where that fits no plan, halfway between "
-        "the tiled floor and the whole estimate). Halo's share: the pixels the network runs "
-        f"on over all tiles beyond the picture's own. Target: tiled ≤ {TARGET_COST:g} × whole.",
+        "the tiled floor and the whole estimate; with forced tiles, unset). Halo's share: "
+        "the pixels the network runs on over all tiles beyond the picture's own. "
+        f"Target: tiled ≤ {TARGET_COST:g} × whole.",
     )
     lines += [
         "| size | picture | budget GiB | tiles | tile | halo | halo's share | history "
@@ -526,17 +522,7 @@ def cmd_cost(args: argparse.Namespace, argv: list[str]) -> str:
     defaults: list[str] = []
     for size in sizes:
         whole_config = configure(args.preset, size, args.iterations, tile="off")
-        tiled_config = configure(args.preset, size, args.iterations, tile=tile)
         width, height = picture_size(size)
-        whole_estimate = estimate(whole_config, (width, height))[0]
-        memory = choose_budget(args.budget, tiled_config, (width, height), whole_estimate)
-        if memory is None:
-            lines.append(
-                f"| {size} | {width}×{height} | — | no tiled plan fits under the whole "
-                f"picture's estimate ({gib(whole_estimate)} GiB) |||||||||"
-            )
-            note(lines[-1])
-            continue
         try:
             with budget(None):
                 note(f"{size}: whole picture")
@@ -545,27 +531,7 @@ def cmd_cost(args: argparse.Namespace, argv: list[str]) -> str:
             lines.append(f"| {size} | {width}×{height} | — | whole refused: {error} |||||||||")
             note(lines[-1])
             continue
-        try:
-            with budget(str(memory)):
-                note(f"{size}: tiled, budget {gib(memory)} GiB")
-                tiled_s, level = timed_run(cache, tiled_config)
-        except NeuralartError as error:
-            lines.append(
-                f"| {size} | {width}×{height} | {gib(memory)} | refused: {error} |||||||||"
-            )
-            note(lines[-1])
-            continue
-        share = halo_share(width, height, level.tile, level.halo)
-        ratio = tiled_s / whole_s
-        met = verdict(ratio <= TARGET_COST, f"≤ {TARGET_COST:g}")
-        if level.tile is None:
-            met = "ran whole: the picture fits the budget"
-        lines.append(
-            f"| {size} | {width}×{height} | {gib(memory)} | {level.tiles} "
-            f"| {tile_shape(level.tile)} | {level.halo if level.tile else '—'} "
-            f"| {100 * share:.0f} % | {level.history} | {whole_s:.2f} | {tiled_s:.2f} "
-            f"| {ratio:.2f} | {met} |"
-        )
+        lines.append(tiled_row(cache, args, size, (width, height), whole_s))
         note(lines[-1])
         defaults.append(default_row(cache, args, size, (width, height), whole_s))
     lines += [
@@ -577,6 +543,43 @@ def cmd_cost(args: argparse.Namespace, argv: list[str]) -> str:
         *defaults,
     ]
     return "\n".join(lines) + "\n"
+
+
+def tiled_row(
+    cache: NetworkCache, args: argparse.Namespace, size: int, wh: tuple[int, int], whole_s: float
+) -> str:
+    """The tiled run's row: under the budget (forced tiles: the machine's own memory where
+    ``--budget auto``)."""
+    width, height = wh
+    tile: int | str = args.tile if args.tile else "auto"
+    config = configure(args.preset, size, args.iterations, tile=tile)
+    whole_estimate = estimate(config, wh)[0]
+    memory: int | None = None
+    if not args.tile or args.budget != "auto":
+        memory = choose_budget(args.budget, config, wh, whole_estimate)
+        if memory is None:
+            return (
+                f"| {size} | {width}×{height} | — | no tiled plan fits under the whole "
+                f"picture's estimate ({gib(whole_estimate)} GiB) |||||||||"
+            )
+    shown = "unset" if memory is None else gib(memory)
+    try:
+        with budget(None if memory is None else str(memory)):
+            note(f"{size}: tiled, budget {shown}")
+            tiled_s, level = timed_run(cache, config)
+    except NeuralartError as error:
+        return f"| {size} | {width}×{height} | {shown} | refused: {error} |||||||||"
+    share = halo_share(width, height, level.tile, level.halo)
+    ratio = tiled_s / whole_s
+    met = verdict(ratio <= TARGET_COST, f"≤ {TARGET_COST:g}")
+    if level.tile is None:
+        met = "ran whole: the picture fits the budget"
+    return (
+        f"| {size} | {width}×{height} | {shown} | {level.tiles} "
+        f"| {tile_shape(level.tile)} | {level.halo if level.tile else '—'} "
+        f"| {100 * share:.0f} % | {level.history} | {whole_s:.2f} | {tiled_s:.2f} "
+        f"| {ratio:.2f} | {met} |"
+    )
 
 
 def choose_budget(
@@ -667,15 +670,15 @@ def cmd_halo(args: argparse.Namespace, argv: list[str]) -> str:
         "|---|---|---|---|---|---|---|---|",
     ]
     cache = NetworkCache(CPU)
-    warm_up(cache, config)
     s = setup(cache, config)
     width, height = s.size
-    x: torch.Tensor | None = None
+    whole = s.objective()
+    x = away_from_content(whole)
+    warm_up(whole, x)
+    del whole
     results: dict[int, tuple[Evaluation, float, int, int]] = {}
     for halo in halos:
         tiled = TiledObjective(s.objective(args.tile, halo), s.tiles(args.tile, halo))
-        if x is None:
-            x = away_from_content(tiled.objective)
         note(f"halo {halo}: evaluating")
         got, seconds = timed(tiled.value_and_grad, x)
         results[halo] = (got, seconds, len(tiled.tiles), tiled.passes)

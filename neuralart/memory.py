@@ -192,8 +192,8 @@ class MemoryPlan:
         """The tiles of an image of this level (the content, or a style image)."""
         if self.tile is None:
             return None
-        if height <= self.tile[0] and width <= self.tile[1]:
-            return None
+        if height <= self.tile[0] and width <= self.tile[1] and not self.spill:
+            return None  # one tile is the whole picture (with its content targets on disk)
         return plan_tiles(height, width, self.tile, self.halo)
 
     @property
@@ -243,6 +243,10 @@ def _history_choices(config: Config, size: tuple[int, int]) -> list[int]:
     while out[-1] > MIN_TILED_HISTORY:
         out.append(max(MIN_TILED_HISTORY, out[-1] // 2))
     return out
+
+
+def _shortest_history(config: Config, size: tuple[int, int]) -> int:
+    return _history_choices(config, size)[-1]
 
 
 def _parse_bytes(text: str) -> int:
@@ -367,12 +371,18 @@ def plan_memory(config: Config, size: tuple[int, int], device: torch.device) -> 
             fallback = fallback or plan
     if fallback is not None:
         return fallback
-    side = (align + 2 * halo, align + 2 * halo)
-    smallest = tiled_estimate(config, size, side, MIN_TILED_HISTORY, True, (align, align))
+    side = (min(width, align + 2 * halo), min(height, align + 2 * halo))
+    steps = _shortest_history(config, size)
+    smallest = tiled_estimate(config, size, side, steps, True, (align, align))
+    if smallest >= whole:  # tiles cannot help a picture this small
+        raise NeuralartError(
+            f"this run needs {_why(config, size, whole, free, device)}; use fewer or "
+            "shallower style layers or a smaller --size"
+        )
     raise NeuralartError(
         f"this run needs {_why(config, size, smallest, free, device)} even in the smallest "
-        f"tiles ({align} px) with {MIN_TILED_HISTORY} L-BFGS steps and the content targets "
-        "on disk; use a smaller --size or fewer or shallower style layers"
+        f"tiles ({align} px) with {steps} L-BFGS steps and the content targets on disk; use "
+        "a smaller --size or fewer or shallower style layers"
     )
 
 

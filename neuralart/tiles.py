@@ -169,6 +169,8 @@ def tile_grids(
     tile map that each row and column of the layer's tile map reads, under the whole
     picture's nearest mapping (docs/method.md §3.4). Cells that fall outside the tile lie
     in its halo, where nothing is summed; they are clamped."""
+    import torch
+
     from neuralart.statistics import nearest_index
 
     out = {}
@@ -186,7 +188,14 @@ def tile_grids(
             mapping = nearest_index(size_one, size_other, feats[big].device)
             mapping = mapping[first_one : first_one + local_one] - first_other
             index.append(mapping.clamp(0, local_other - 1))
-        out[(big, small)] = (index[0], index[1])
+        # Where the whole picture's mapping is the tile maps' own (no pool floored an odd
+        # size), none is given: the statistics keep their faster path for regular grids.
+        local = [
+            nearest_index(feats[big].shape[-2 + axis], feats[small].shape[-2 + axis])
+            for axis in (0, 1)
+        ]
+        if not all(torch.equal(a.cpu(), b) for a, b in zip(index, local, strict=True)):
+            out[(big, small)] = (index[0], index[1])
     return out
 
 
