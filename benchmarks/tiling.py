@@ -7,6 +7,8 @@
         [--iterations 3] [--budget auto|BYTES] [--tile N]
     .venv/bin/python -m benchmarks.tiling halo [--size 512] [--tile 128]
         [--preset chain-blurred] [--halos exact,96,64,32,16]
+    .venv/bin/python -m benchmarks.tiling print [--size 8192x8192] [--preset chain-blurred]
+        [--iterations 3] [--device cuda]
 
 All on tubingen.jpg × starry_night.jpg (``benchmarks.images``: ../shared/images, or the
 repository's stand-ins where that folder is absent), on the CPU, seed 0, one level.
@@ -35,6 +37,10 @@ repository's stand-ins where that folder is absent), on the CPU, seed 0, one lev
   relative error of the total, largest and relative L2 gradient errors, seconds per
   evaluation; and the PSNR of 5 iterations from the command line with ``--tile-halo H``
   against the exact halo.
+
+* ``print``: one run at a print size (``WxH``) on ``--device`` (``benchmarks/gpu.sh`` runs
+  it on a GPU): the tiles planned on the device's free memory, seconds per iteration, and
+  the peak memory (allocated on a GPU, resident on the CPU).
 
 Each prints a dated Markdown section with the exact command line, appended to
 BENCHMARKS.md unless ``--no-append``. ``--threads N`` sets torch's threads here and in the
@@ -720,6 +726,66 @@ def cmd_halo(args: argparse.Namespace, argv: list[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
+# --------------------------------------------------------------------------------- print
+
+
+def cmd_print(args: argparse.Namespace, argv: list[str]) -> str:
+    """One print-size run in tiles on the chosen device: seconds per iteration, the plan,
+    the peak memory."""
+    import resource
+
+    from neuralart.images import resize_to
+    from neuralart.transfer import pick_device
+
+    width, height = (int(v) for v in args.size.lower().split("x"))
+    device = pick_device(args.device)
+    config = configure(args.preset, max(width, height), args.iterations, device=args.device)
+    plan = plan_memory(config, (width, height), device)
+    lines = header(
+        f"Print size, {args.preset} at {width}×{height} on {device_name(device)}",
+        argv,
+        f"tubingen.jpg resized to {width}×{height} × starry_night.jpg, one level, "
+        f"{args.iterations} iterations, `tile: auto` on the device's free memory; seconds "
+        "per iteration: median of the differences between iterations after the first.",
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        content = Path(tmp) / "content.png"
+        resize_to(load_image(CONTENT), (width, height)).save(content)
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        elapsed: dict[int, float] = {}
+
+        def record(event: Any) -> None:
+            elapsed[event.iteration] = event.elapsed
+            note(f"iteration {event.iteration}: {event.elapsed:.1f} s")
+
+        started = time.perf_counter()
+        result = transfer(content, [STYLE], config, device=device, callback=record)
+        wall = time.perf_counter() - started
+    if device.type == "cuda":
+        peak = f"{gib(torch.cuda.max_memory_allocated(device))} GiB allocated on the GPU"
+    else:
+        peak = f"{gib(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)} GiB resident"
+    level = result.levels[-1]
+    tiles = f"{level.tiles} of {tile_shape(level.tile)}" if level.tile else "whole"
+    lines += [
+        "| picture | tiles | halo | history | content targets | free GiB | s/iteration "
+        "| setup s | wall s | peak |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+        f"| {width}×{height} | {tiles} | {level.halo} | {level.history} "
+        f"| {'on disk' if plan.spill else 'in memory'} "
+        f"| {gib(plan.free) if plan.free is not None else '?'} "
+        f"| {per_iteration(elapsed):.2f} | {result.setup_seconds:.1f} | {wall:.1f} | {peak} |",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"{platform.machine()} CPU, {torch.get_num_threads()} threads"
+
+
 # ---------------------------------------------------------------------------------- main
 
 
@@ -732,6 +798,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     def common(q: argparse.ArgumentParser) -> None:
         q.add_argument("--threads", type=int, default=0, help="torch threads (0: its own)")
         q.add_argument("--no-append", action="store_true", help="print only")
+        q.add_argument("--append", default=None, help="append to this file, not BENCHMARKS.md")
 
     q = sub.add_parser("exact", help="tiled objective and gradient against the whole")
     q.add_argument("--size", type=int, default=256)
@@ -766,6 +833,12 @@ def parse(argv: list[str]) -> argparse.Namespace:
     q.add_argument("--halos", default="exact,96,64,32,16")
     q.add_argument("-n", "--iterations", type=int, default=RUN_ITERATIONS, help="of the runs")
     common(q)
+    q = sub.add_parser("print", help="one print-size run in tiles: s/iteration, peak memory")
+    q.add_argument("--size", default="8192x8192", help="WxH")
+    q.add_argument("--preset", default="chain-blurred")
+    q.add_argument("--iterations", type=int, default=3)
+    q.add_argument("--device", default="auto")
+    common(q)
     return p.parse_args(argv)
 
 
@@ -774,9 +847,16 @@ def main(argv: list[str] | None = None) -> None:
     args = parse(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    commands = {"exact": cmd_exact, "memory": cmd_memory, "cost": cmd_cost, "halo": cmd_halo}
+    commands = {
+        "exact": cmd_exact,
+        "memory": cmd_memory,
+        "cost": cmd_cost,
+        "halo": cmd_halo,
+        "print": cmd_print,
+    }
     text = commands[args.command](args, argv)
-    publish(text, None if args.no_append else BENCHMARKS)
+    target = Path(args.append) if args.append else BENCHMARKS
+    publish(text, None if args.no_append else target)
 
 
 if __name__ == "__main__":
