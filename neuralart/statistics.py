@@ -26,6 +26,13 @@ import torch.nn.functional as F
 from torch import Tensor
 
 
+def window_map(feature: Tensor, rows: slice, cols: slice) -> Tensor:
+    """A (1, 1, H, W) map of 0 and 1 over a feature map: 1 on ``rows`` × ``cols``."""
+    out = feature.new_zeros(1, 1, *feature.shape[-2:])
+    out[..., rows, cols] = 1.0
+    return out
+
+
 def nearest_index(large: int, small: int, device: torch.device | None = None) -> Tensor:
     """For each of ``large`` output cells, the source cell of nearest upsampling.
 

@@ -148,20 +148,6 @@ def cheapest_plan(
 # ----------------------------------------------------------------- whole maps, tile by tile
 
 
-def window(feature: Tensor, rows: slice, cols: slice) -> Tensor:
-    """A (1, 1, H, W) map of 0 and 1 over a feature map: 1 on ``rows`` × ``cols``."""
-    out = feature.new_zeros(1, 1, *feature.shape[-2:])
-    out[..., rows, cols] = 1.0
-    return out
-
-
-def local_cells(part: Part) -> tuple[slice, slice]:
-    """The part's interior within the tile's own map."""
-    y0, y1, x0, x1 = part.interior
-    oy, ox = part.origin
-    return slice(y0 - oy, y1 - oy), slice(x0 - ox, x1 - ox)
-
-
 def tile_grids(
     pairs: set[tuple[str, str]], tile: Tile, feats: dict[str, Tensor], height: int, width: int
 ) -> Grids:
@@ -219,7 +205,7 @@ def whole_maps(network: Network, image: Tensor, layers: Sequence[str], tiles: li
                     out[name] = feature.new_empty(*feature.shape[:2], rows, cols)
                 part = tile.part(name, height, width)
                 y0, y1, x0, x1 = part.interior
-                out[name][..., y0:y1, x0:x1] = feature[(..., *local_cells(part))]
+                out[name][..., y0:y1, x0:x1] = feature[(..., *part.cells())]
             del feats
     return out
 
@@ -332,7 +318,7 @@ def tile_maps(
             store.put(
                 index,
                 {
-                    name: feature[(..., *local_cells(tile.part(name, height, width)))]
+                    name: feature[(..., *tile.part(name, height, width).cells())]
                     for name, feature in feats.items()
                 },
             )

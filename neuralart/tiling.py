@@ -31,8 +31,9 @@ from torch import Tensor
 from neuralart.errors import NeuralartError
 from neuralart.layers import LAYERS
 from neuralart.losses import Objective, tv_loss
+from neuralart.statistics import window_map
 from neuralart.stats import LocalStatistic, SumStatistic
-from neuralart.tiles import Tile, local_cells, pair_layers, tile_grids, window
+from neuralart.tiles import Tile, pair_layers, tile_grids
 from neuralart.weighting import reweight_gradient
 
 # Called as a tile is done: (tiles done in this evaluation, tiles it takes in all).
@@ -98,7 +99,7 @@ class TiledObjective:
                 y0, y1, x0, x1 = part.interior
                 whole = obj.content_targets[name]
                 target, count = whole[..., y0:y1, x0:x1], whole.numel()
-            diff = feats[name][(..., *local_cells(part))] - target
+            diff = feats[name][(..., *part.cells())] - target
             content = content + weight * diff.pow(2).sum() / count
         return content
 
@@ -113,7 +114,7 @@ class TiledObjective:
         sums = {}
         for term in obj.style_terms:
             part = tile.part(term.layers[0], height, width)
-            cells = window(feats[term.layers[0]], *local_cells(part))
+            cells = window_map(feats[term.layers[0]], *part.cells())
             sums[term.label] = statistic.partial_sum(
                 style_feats,
                 term,

@@ -77,7 +77,7 @@ def test_tiles_cover_the_picture_once():
         assert ey0 <= y0 and ey1 >= y1 and ex0 <= x0 and ex1 >= x1
         assert ey0 % 4 == 0 and ex0 % 4 == 0
     assert torch.equal(covered, torch.ones(64, 96))
-    with pytest.raises(NeuralartError, match="multiple of 4 px.*try 28 or 32"):
+    with pytest.raises(NeuralartError, match=r"multiple of 4 px.*try 28 or 32"):
         check_tile(30, 4)
 
 

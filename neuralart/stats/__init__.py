@@ -70,6 +70,12 @@ class Part:
     interior: tuple[int, int, int, int]
     grid: tuple[int, int]
 
+    def cells(self) -> tuple[slice, slice]:
+        """The interior within the tile's own map (rows, columns)."""
+        y0, y1, x0, x1 = self.interior
+        oy, ox = self.origin
+        return slice(y0 - oy, y1 - oy), slice(x0 - ox, x1 - ox)
+
 
 class Memory(NamedTuple):
     """Float entries one term needs: its statistic (the target and the difference each

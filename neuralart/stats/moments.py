@@ -75,10 +75,10 @@ class MomentStatistic:
     ) -> Any:
         """A tile's share of the target: the sum over its interior, divided by the whole
         picture's M; the shares of a picture's tiles :meth:`join` into its target."""
-        from neuralart.tiles import local_cells, window
+        from neuralart.statistics import window_map
 
         rows, columns = part.grid
-        cells = window(features[term.layers[0]], *local_cells(part))
+        cells = window_map(features[term.layers[0]], *part.cells())
         return self.partial_sum(
             features, term, style, window=cells, divisor=rows * columns, grids=grids
         ).detach()
