@@ -304,8 +304,8 @@ def plan_memory(config: Config, size: tuple[int, int], device: torch.device) -> 
     ``tile: off`` runs the whole picture or refuses; ``tile: N`` runs N-px tiles (or the
     whole picture where it is no larger); ``auto`` runs the whole picture where it fits,
     else the tiles that cost least among those that fit, with the longest L-BFGS history
-    (halved down to MIN_TILED_HISTORY) whose tiles waste at most TILE_WASTE. A run that
-    cannot fit even so is refused in one line.
+    (halved down to MIN_TILED_HISTORY) whose tiles waste at most TILE_WASTE, or else the
+    cheapest tiles of all. A run that cannot fit even so is refused in one line.
     """
     width, height = size
     free = available(device)
@@ -368,7 +368,8 @@ def plan_memory(config: Config, size: tuple[int, int], device: torch.device) -> 
             plan = MemoryPlan(size, found, halo, steps, needed, free, spill)
             if cost <= TILE_WASTE * width * height:
                 return plan
-            fallback = fallback or plan
+            if fallback is None or plan.overhead < fallback.overhead:
+                fallback = plan  # the cheapest iteration, if none wastes little enough
     if fallback is not None:
         return fallback
     side = (min(width, align + 2 * halo), min(height, align + 2 * halo))

@@ -247,3 +247,25 @@ def test_ctrl_c_within_a_tiled_iteration_keeps_the_last_complete_picture(content
     assert total == 2 * 6 - 1  # 3 x 2 tiles of 32 px, the last one's graph kept
     assert result.image.size == (96, 64)
     assert result.final_losses["total"] <= result.initial_losses["total"]
+
+
+def test_the_progress_shows_tiles_once_an_iteration_takes_a_while(monkeypatch, capsys):
+    import neuralart.cli.output as output
+
+    clock = [100.0]
+    monkeypatch.setattr(output.time, "monotonic", lambda: clock[0])
+    progress = output.Progress(quiet=False)
+    progress.tty, progress.bar = False, None  # plain lines, as in a log
+    progress.desc = "optimising level 2/2"
+    progress.tile(1, 7)
+    clock[0] += 1.0
+    progress.tile(2, 7)  # one second into the iteration: nothing yet
+    assert capsys.readouterr().err == ""
+    clock[0] += 12.0
+    progress.tile(3, 7)
+    assert capsys.readouterr().err.strip() == "optimising level 2/2: tile 3/7 of this iteration"
+    quiet = output.Progress(quiet=True)
+    clock[0] += 60.0
+    quiet.tile(1, 7)
+    quiet.tile(2, 7)
+    assert capsys.readouterr().err == ""
