@@ -317,6 +317,12 @@ def plan_memory(config: Config, size: tuple[int, int], device: torch.device) -> 
     whole = estimate(config, size)[0]
     if isinstance(config.tile, int):
         check_tile(config.tile, align)
+        statistic = statistic_for(config.style)
+        if config.style.weight > 0 and not (statistic.sum_over_positions or statistic.local):
+            raise NeuralartError(
+                f"--tile {config.tile}: statistic {config.style.statistic} cannot be evaluated "
+                "tile by tile; use --tile auto or off"
+            )
         shape = (min(config.tile, height), min(config.tile, width))
         if shape == (height, width):
             return MemoryPlan(size, None, halo, history, whole, free)
@@ -343,6 +349,13 @@ def plan_memory(config: Config, size: tuple[int, int], device: torch.device) -> 
         return MemoryPlan(size, None, halo, history, whole, free)
     if whole <= free:
         return MemoryPlan(size, None, halo, history, whole, free)
+    statistic = statistic_for(config.style)
+    if config.style.weight > 0 and not (statistic.sum_over_positions or statistic.local):
+        raise NeuralartError(
+            f"this run needs {_why(config, size, whole, free, device)}, and statistic "
+            f"{config.style.statistic} cannot be evaluated tile by tile; use a smaller --size "
+            "or fewer or shallower style layers"
+        )
     if config.tile == "off":
         raise NeuralartError(
             f"this run needs {_why(config, size, whole, free, device)}; use --tile auto, "

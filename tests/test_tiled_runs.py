@@ -269,3 +269,33 @@ def test_the_progress_shows_tiles_once_an_iteration_takes_a_while(monkeypatch, c
     quiet.tile(1, 7)
     quiet.tile(2, 7)
     assert capsys.readouterr().err == ""
+
+
+def test_a_statistic_that_is_not_a_sum_is_never_tiled(monkeypatch):
+    """A statistic that needs every position at once (no partial sums, no local loss)
+    runs whole or is refused, in one line that says why."""
+    from neuralart.stats import REGISTRY, Memory
+    from neuralart.stats.gram import single_layer_terms
+    from neuralart.stats.moments import MomentStatistic
+
+    class Sorted(MomentStatistic):
+        name = "sorted"
+        sum_over_positions = False
+
+        def terms(self, style):
+            return single_layer_terms(style)
+
+        def memory(self, style, term, height, width):
+            return Memory(64, 0)
+
+    monkeypatch.setitem(REGISTRY, "sorted", Sorted())
+    overrides = {"style": {"statistic": "sorted", "layers": ["conv1_1"]}}
+    config, _ = resolve("classic", overrides)
+    monkeypatch.setenv(ENVIRONMENT, "64G")
+    assert plan_memory(config, (2048, 1536), CPU).tile is None
+    monkeypatch.setenv(ENVIRONMENT, "3G")
+    with pytest.raises(NeuralartError, match="cannot be evaluated tile by tile"):
+        plan_memory(config, (2048, 1536), CPU)
+    forced, _ = resolve("classic", {**overrides, "tile": 512})
+    with pytest.raises(NeuralartError, match="--tile 512: statistic sorted cannot"):
+        plan_memory(forced, (2048, 1536), CPU)
