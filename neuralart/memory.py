@@ -62,6 +62,10 @@ NETWORK_FACTOR = 2.0  # feature maps' worth the network holds at its peak (BENCH
 # whole content maps in memory) and 0.92 at 4096x3072 (BENCHMARKS.md): its tile is counted
 # this much larger.
 TILE_MARGIN = 1.15
+# And a tiled run holds a few hundred MiB more than its parts: the convolution library's
+# caches and scratch for each tile shape (up to four per plan). Measured: a 768x576 run
+# in 10 tiles within 2 GiB peaked 0.23 GiB above its estimate.
+TILE_SLACK = 256 << 20
 ENVIRONMENT = "NEURALART_MEMORY_AVAILABLE"
 # Tiling: the shortest L-BFGS history an automatic plan goes down to, and the most pixels
 # (halos included, as a multiple of the picture's) its tiles may run the network on
@@ -173,7 +177,8 @@ def tiled_estimate(
     statistics, _ = _statistics_bytes(config, size)
     values = 3 * size[0] * size[1]
     return (
-        2 * statistics
+        TILE_SLACK
+        + 2 * statistics
         + int(TILE_MARGIN * _network_bytes(config, extended))
         + (content_bytes(config, interior) if spill else 0)
         + _whole_maps_bytes(config, size, spill)
@@ -400,10 +405,11 @@ def plan_memory(config: Config, size: tuple[int, int], device: torch.device) -> 
             f"this run needs {_why(config, size, whole, free, device)}; use fewer or "
             "shallower style layers or a smaller --size"
         )
+    halo_hint = " or a smaller --tile-halo (no longer exact)" if halo > 2 * align else ""
     raise NeuralartError(
         f"this run needs {_why(config, size, smallest, free, device)} even in the smallest "
-        f"tiles ({align} px) with {steps} L-BFGS steps and the content targets on disk; use "
-        "a smaller --size or fewer or shallower style layers"
+        f"tiles ({align} px, {halo}-px halos) with {steps} L-BFGS steps and the content "
+        f"targets on disk; use a smaller --size{halo_hint}, or fewer or shallower style layers"
     )
 
 

@@ -54,7 +54,7 @@ def test_a_run_that_fits_runs_whole(monkeypatch):
     assert plan.needed == estimate(config, (1024, 768))[0] <= 24 * GIB
 
 
-@pytest.mark.parametrize(("size", "budget"), [((2048, 1536), 2), ((4096, 3072), 12)])
+@pytest.mark.parametrize(("size", "budget"), [((2048, 1536), 3), ((4096, 3072), 12)])
 def test_a_run_that_does_not_fit_is_planned_in_tiles_within_the_budget(monkeypatch, size, budget):
     config, _ = resolve("chain-blurred")
     monkeypatch.setenv(ENVIRONMENT, f"{budget}G")
@@ -97,7 +97,7 @@ def test_a_tight_budget_shortens_the_automatic_history(monkeypatch):
     size = (2048, 1536)
     monkeypatch.setenv(ENVIRONMENT, "16G")
     roomy = plan_memory(config, size, CPU)
-    monkeypatch.setenv(ENVIRONMENT, "2G")
+    monkeypatch.setenv(ENVIRONMENT, "3G")
     tight = plan_memory(config, size, CPU)
     assert roomy.history == history_for(config, size) > tight.history >= MIN_TILED_HISTORY
     # A history the user set is kept as it is.
@@ -119,6 +119,13 @@ def test_forced_tiles_and_refusals(monkeypatch):
     monkeypatch.setenv(ENVIRONMENT, "1G")
     with pytest.raises(NeuralartError, match="even in the smallest tiles"):
         plan_memory(resolve("chain-blurred")[0], (4096, 3072), CPU)
+    # 2 GiB: the 144-px halos of even 16-px tiles do not fit beside everything else at
+    # 2048 px; a smaller halo does, and the refusal says so.
+    monkeypatch.setenv(ENVIRONMENT, "2G")
+    with pytest.raises(NeuralartError, match="smaller --tile-halo"):
+        plan_memory(resolve("chain-blurred")[0], (2048, 1536), CPU)
+    smaller = plan_memory(resolve("chain-blurred", {"tile_halo": 64})[0], (2048, 1536), CPU)
+    assert smaller.halo == 64 and smaller.needed <= 2 * GIB
     with pytest.raises(NeuralartError, match="multiple of 16 px"):
         plan_memory(resolve("chain-blurred", {"tile": 500})[0], (2048, 1536), CPU)
     with pytest.raises(NeuralartError, match=r"multiple of 16 px.*exact halo is 144"):
