@@ -24,7 +24,7 @@ from neuralart.memory import (
 from neuralart.presets import resolve
 from neuralart.tiles import plan_cost, plan_tiles
 from neuralart.transfer import transfer
-from tests.conftest import error_line
+from conftest import error_line
 
 runner = CliRunner()
 CPU = torch.device("cpu")
