@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from conftest import error_line
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -24,7 +25,6 @@ from neuralart.memory import (
 from neuralart.presets import resolve
 from neuralart.tiles import plan_cost, plan_tiles
 from neuralart.transfer import transfer
-from conftest import error_line
 
 runner = CliRunner()
 CPU = torch.device("cpu")
