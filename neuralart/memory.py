@@ -59,13 +59,11 @@ WEIGHT_BYTES = 2 * 20_024_384 * FLOAT  # the 16 convolutions' parameters, loaded
 OVERHEAD = 768 << 20  # the Python process with torch loaded, its buffers, the images
 NETWORK_FACTOR = 2.0  # feature maps' worth the network holds at its peak (BENCHMARKS.md)
 # A tiled run's peak came out at 1.07 times the estimate at 2048x1536 (three tiles, the
-# whole content maps in memory) and 0.92 at 4096x3072 (BENCHMARKS.md): its tile is counted
-# this much larger.
-TILE_MARGIN = 1.15
-# And a tiled run holds a few hundred MiB more than its parts: the convolution library's
-# caches and scratch for each tile shape (up to four per plan). Measured: a 768x576 run
-# in 10 tiles within 2 GiB peaked 0.23 GiB above its estimate.
-TILE_SLACK = 256 << 20
+# whole content maps in memory, a tile counted once), 0.92 at 4096x3072 and 1.14 at
+# 768x576 in ten tiles (counted 1.15 times): beside the maps, the convolution library
+# keeps caches and scratch for each tile shape (up to four per plan). A tile's network is
+# counted this much larger (BENCHMARKS.md).
+TILE_MARGIN = 1.35
 ENVIRONMENT = "NEURALART_MEMORY_AVAILABLE"
 # Tiling: the shortest L-BFGS history an automatic plan goes down to, and the most pixels
 # (halos included, as a multiple of the picture's) its tiles may run the network on
@@ -177,8 +175,7 @@ def tiled_estimate(
     statistics, _ = _statistics_bytes(config, size)
     values = 3 * size[0] * size[1]
     return (
-        TILE_SLACK
-        + 2 * statistics
+        2 * statistics
         + int(TILE_MARGIN * _network_bytes(config, extended))
         + (content_bytes(config, interior) if spill else 0)
         + _whole_maps_bytes(config, size, spill)
