@@ -54,6 +54,8 @@ class StyleConfig:
     ``statistic: content-aware`` weights each layer's Gram by every channel of the same
     image's ``content_layer`` (paper §4.4); ``statistic: gram-cube`` matches
     Σ_p F_ip F_jp F_kp (§4.5).
+    ``statistic: histogram`` adds ``histogram_weight`` times each layer's histogram term
+    to its Gram term.
     ``image_scale``: the style image's long edge relative to the output's.
     ``gradient_weighting``: ``mask`` multiplies the style gradient reaching each style
     map by a mask of the content image's top activations (the fraction kept per layer:
@@ -85,6 +87,7 @@ class StyleConfig:
     gradient_weighting: GradientWeighting = "none"
     mask_keep: tuple[tuple[str, float], ...] = ()  # [layer, fraction] over the defaults
     amplify_power: float = 1.0
+    histogram_weight: float = 1.0  # histogram: the histogram term against the Gram term
 
 
 # Keys renamed in this release: the old name is still read, with a warning, until the next.
@@ -318,6 +321,7 @@ def validate(config: Config) -> Config:
     for key, value in (
         ("content.weight", config.content.weight),
         ("style.weight", config.style.weight),
+        ("style.histogram_weight", config.style.histogram_weight),
         ("tv_weight", config.tv_weight),
     ):
         if value < 0 or value != value or value == float("inf"):

@@ -156,6 +156,7 @@ class SumStatistic(StyleStatistic, Protocol):
 
 
 def _registry() -> dict[str, StyleStatistic]:
+    from neuralart.stats.distribution import GaussianW2, HistogramLoss, SlicedWasserstein
     from neuralart.stats.gram import GramFamily
     from neuralart.stats.patches import PatchMatching
     from neuralart.stats.threeway import ContentAwareGram, GramCube
@@ -165,6 +166,9 @@ def _registry() -> dict[str, StyleStatistic]:
         "content-aware": ContentAwareGram(),
         "gram-cube": GramCube(),
         "mrf": PatchMatching(),
+        "sliced-wasserstein": SlicedWasserstein(),
+        "gaussian-w2": GaussianW2(),
+        "histogram": HistogramLoss(),
     }
 
 
