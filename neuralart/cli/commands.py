@@ -1,4 +1,4 @@
-"""The commands: transfer, compare, texture, presets list/show, and the entry point.
+"""The commands: transfer, compare, score, texture, presets list/show, and the entry point.
 
 Heavy modules (torch and everything that imports it) are imported inside the commands so
 that ``neuralart --help`` and ``--version`` start fast.
@@ -689,6 +689,61 @@ def compare(
         elif not quiet:
             total = sum(r.seconds for r in results)
             typer.echo(f"wrote {written} ({len(results)} presets, {total:.1f} s)")
+
+
+@app.command()
+def score(
+    result: Annotated[
+        Path,
+        typer.Argument(
+            help="The picture to score (any image file, from any tool), or a folder of them."
+        ),
+    ],
+    content: Annotated[
+        Path,
+        typer.Argument(
+            help="Its photograph; with a folder of results, a folder of photographs: each "
+            "result goes with the photograph whose name begins its name."
+        ),
+    ],
+    style: Annotated[list[Path], typer.Argument(help="The painting(s) (style images).")],
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print one JSON line per picture on stdout.")
+    ] = False,
+    quiet: QuietOpt = False,
+    size: Annotated[int, typer.Option(help="Long edge at which every picture is scored.")] = 512,
+    seed: Annotated[
+        int, typer.Option(help="Seed of the random directions of the style distance.")
+    ] = 0,
+    references: Annotated[
+        bool,
+        typer.Option(
+            "--references/--no-references",
+            help="Also score the photograph itself and its plain colour transfer.",
+        ),
+    ] = True,
+    device: DeviceOpt = None,
+) -> None:
+    """How far a picture is from its style and from its photograph (VGG-19 figures).
+
+    style: sliced Wasserstein distance of conv1_1..conv5_1 to the style's activations;
+    colour: the same for RGB pixels (8-bit levels); ssim: structural similarity of the
+    luminance to the photograph's; content: relative conv4_2 distance to the photograph's.
+    """
+    with user_errors(), reported_warnings(quiet):
+        from neuralart.cli.scoring import run_score
+
+        run_score(
+            result,
+            content,
+            style,
+            size=size,
+            seed=seed,
+            device=device or "auto",
+            references=references,
+            as_json=as_json,
+            quiet=quiet,
+        )
 
 
 @app.command()
