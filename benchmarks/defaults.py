@@ -72,94 +72,245 @@ def all_pairs(kind: str) -> list[tuple[Path, Path]]:
     return [(photos[i % len(photos)], s) for i, s in enumerate(paintings)]
 
 
-def key(preset: str, content: Path, style: Path, weight: float | None) -> str:
-    w = "default" if weight is None else f"{weight:g}"
-    return f"{preset}|{content.stem}|{style.stem}|{w}"
+def key(preset: str, content: Path, style: Path, weight: float) -> str:
+    return f"{preset}|{content.stem}|{style.stem}|{weight:g}"
 
 
-def run(args: argparse.Namespace) -> None:
-    import torch
+def line_key(line: dict[str, Any]) -> str:
+    if line["key"].startswith("reference"):
+        return str(line["key"])
+    return (
+        f"{line['preset']}|{line['content_image']}|{line['style_image']}|{line['style_weight']:g}"
+    )
 
-    from neuralart.images import load_image, save_image
-    from neuralart.presets import resolve
-    from neuralart.score import Scorer
-    from neuralart.transfer import NetworkCache, pick_device, transfer
-    from neuralart.vgg import load_vgg19
 
-    torch.set_num_threads(args.threads)
-    out = Path(args.out or RESULTS / f"defaults-{args.size}.jsonl")
-    folder = out.with_suffix("")
-    folder.mkdir(parents=True, exist_ok=True)
-    done = set()
-    if out.exists():
-        done = {json.loads(line)["key"] for line in out.read_text().splitlines() if line.strip()}
-    device = pick_device("cpu")
-    networks = NetworkCache(device)
-    scorer = Scorer(load_vgg19("embedded"), size=args.size, seed=SEED)
-    presets = args.presets.split(",") if args.presets else GRAM_PRESETS + NEW_PRESETS
-    for content, style in all_pairs(args.pairs):
+def read_lines(path: Path) -> list[dict[str, Any]]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+class Runner:
+    """Runs presets on pairs and scores them, one network and scorer for all; appends
+    one JSON line per run (and per pair's references) to ``out``, pictures beside it."""
+
+    def __init__(self, out: Path, size: int, iterations: int, threads: int) -> None:
+        import torch
+
+        from neuralart.score import Scorer
+        from neuralart.transfer import NetworkCache, pick_device
+        from neuralart.vgg import load_vgg19
+
+        torch.set_num_threads(threads)
+        self.out, self.size, self.iterations = out, size, iterations
+        self.folder = out.with_suffix("")
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.done = {line_key(line) for line in read_lines(out)}
+        self.networks = NetworkCache(pick_device("cpu"))
+        self.scorer = Scorer(load_vgg19("embedded"), size=size, seed=SEED)
+
+    def _append(self, line: dict[str, Any]) -> None:
+        with self.out.open("a") as fh:
+            fh.write(json.dumps(line) + "\n")
+        self.done.add(line_key(line))
+
+    def pair(self, content: Path, style: Path, presets: list[str], weight: float | None) -> None:
+        from neuralart.images import load_image, save_image
+        from neuralart.presets import resolve
+        from neuralart.transfer import transfer
+
         style_image = load_image(style)
-        target = scorer.style_target([style_image])
-        ref_key = f"reference|{content.stem}|{style.stem}"
+        target = self.scorer.style_target([style_image])
         content_target = None
         for preset in presets:
-            k = key(preset, content, style, args.style_weight)
-            if k in done:
-                continue
             flags: dict[str, Any] = {
-                "size": args.size,
+                "size": self.size,
                 "seed": SEED,
-                "optimizer": {"iterations": args.iterations},
+                "optimizer": {"iterations": self.iterations},
             }
-            if args.style_weight is not None:
-                flags["style"] = {"weight": args.style_weight}
+            if weight is not None:
+                flags["style"] = {"weight": weight}
             config, _ = resolve(preset, flags)
-            result = transfer(content, [style], config, network=networks.get(config))
-            picture_path = folder / f"{k.replace('|', '_')}.png"
+            k = key(preset, content, style, config.style.weight)
+            if k in self.done:
+                continue
+            result = transfer(content, [style], config, network=self.networks.get(config))
+            picture_path = self.folder / f"{k.replace('|', '_')}.png"
             save_image(result.image, picture_path)
-            picture = scorer.prepare(result.image)
+            picture = self.scorer.prepare(result.image)
             if content_target is None:
-                content_target = scorer.content_target(load_image(content), picture, str(content))
-                if ref_key not in done:
-                    refs = {
-                        "photograph": scorer.score(content_target.rgb, content_target, target),
-                        "colour-transfer": scorer.score(
-                            scorer.color_transferred(content_target, [style_image]),
-                            content_target,
-                            target,
-                        ),
-                    }
-                    line = {
-                        "key": ref_key,
-                        "content_image": content.stem,
-                        "style_image": style.stem,
-                        **{name: s.as_dict() for name, s in refs.items()},
-                    }
-                    with out.open("a") as fh:
-                        fh.write(json.dumps(line) + "\n")
-                    done.add(ref_key)
-            score = scorer.score(picture, content_target, target)
-            line = {
-                "key": k,
-                "preset": preset,
-                "content_image": content.stem,
-                "style_image": style.stem,
-                "style_weight": config.style.weight,
-                "size": list(result.size),
-                "iterations": result.iterations,
-                "seconds": round(result.seconds, 2),
-                "seconds_per_iteration": round(result.seconds / max(1, result.iterations), 4),
-                **score.as_dict(),
-                "picture": str(picture_path),
-            }
-            with out.open("a") as fh:
-                fh.write(json.dumps(line) + "\n")
-            done.add(k)
+                content_target = self.scorer.content_target(
+                    load_image(content), picture, str(content)
+                )
+                self.references(content, style, content_target, target, style_image)
+            score = self.scorer.score(picture, content_target, target)
+            self._append(
+                {
+                    "key": k,
+                    "preset": preset,
+                    "content_image": content.stem,
+                    "style_image": style.stem,
+                    "style_weight": config.style.weight,
+                    "size": list(result.size),
+                    "iterations": result.iterations,
+                    "seconds": round(result.seconds, 2),
+                    "seconds_per_iteration": round(result.seconds / max(1, result.iterations), 4),
+                    **score.as_dict(),
+                    "picture": str(picture_path),
+                }
+            )
             print(
                 f"{k}: style {score.style:.3f} ssim {score.ssim:.3f} "
                 f"content {score.content:.3f} ({result.seconds:.1f} s)",
                 flush=True,
             )
+
+    def references(self, content: Path, style: Path, own: Any, target: Any, image: Any) -> None:
+        ref_key = f"reference|{content.stem}|{style.stem}"
+        if ref_key in self.done:
+            return
+        scorer = self.scorer
+        recoloured = scorer.color_transferred(own, [image])
+        self._append(
+            {
+                "key": ref_key,
+                "content_image": content.stem,
+                "style_image": style.stem,
+                "photograph": scorer.score(own.rgb, own, target).as_dict(),
+                "colour-transfer": scorer.score(recoloured, own, target).as_dict(),
+            }
+        )
+
+
+def run(args: argparse.Namespace) -> None:
+    out = Path(args.out or RESULTS / f"defaults-{args.size}.jsonl")
+    runner = Runner(out, args.size, args.iterations, args.threads)
+    presets = args.presets.split(",") if args.presets else GRAM_PRESETS + NEW_PRESETS
+    for content, style in all_pairs(args.pairs):
+        runner.pair(content, style, presets, args.style_weight)
+
+
+DOC_PAIRS = [
+    ("tubingen", "starry_night"),
+    ("golden_gate", "the_scream"),
+    ("hoovertowernight", "shipwreck"),
+]
+DOCS = REPO / "docs"
+
+
+def sheet(args: argparse.Namespace) -> None:
+    """Every Gram preset and the three distribution presets on DOC_PAIRS; a contact sheet
+    per pair in docs/ and the table docs/scored-presets.md."""
+    from neuralart.images import load_image, resize_long_edge, save_image
+    from neuralart.sheet import contact_sheet
+
+    out = Path(args.out or RESULTS / f"sheet-{args.size}.jsonl")
+    runner = Runner(out, args.size, args.iterations, args.threads)
+    photos, paintings = pictures()
+    by_name = {p.stem: p for p in photos + paintings}
+    pairs = [(by_name[c], by_name[s]) for c, s in DOC_PAIRS if c in by_name and s in by_name]
+    if not pairs:
+        pairs = all_pairs("diagonal")[:2]
+    presets = GRAM_PRESETS + NEW_PRESETS
+    for content, style in pairs:
+        runner.pair(content, style, presets, None)
+    lines = read_lines(out)
+    refs = {(r["content_image"], r["style_image"]): r for r in lines if "photograph" in r}
+    wanted = {p: runner_weight(p) for p in presets}
+    runs = {
+        (r["preset"], r["content_image"], r["style_image"]): r
+        for r in lines
+        if "preset" in r and r["style_weight"] == wanted[r["preset"]]
+    }
+    images = []
+    for content, style in pairs:
+        cells = [
+            ("photograph", resize_long_edge(load_image(content), args.size)),
+            (f"style: {style.stem}", resize_long_edge(load_image(style), args.size)),
+        ]
+        for preset in presets:
+            r = runs[(preset, content.stem, style.stem)]
+            label = f"{preset} · {r['style']:.2f} / {r['ssim']:.2f}"
+            cells.append((label, load_image(r["picture"])))
+        name = f"scored-{content.stem}-{style.stem}.png"
+        save_image(contact_sheet(cells, columns=5), DOCS / name)
+        images.append((content, style, name))
+    table = table_text(pairs, presets, runs, refs, images, args)
+    (DOCS / "scored-presets.md").write_text(table)
+    print(table)
+
+
+def runner_weight(preset: str) -> float:
+    from neuralart.presets import resolve
+
+    return float(resolve(preset)[0].style.weight)
+
+
+def table_text(
+    pairs: list[tuple[Path, Path]],
+    presets: list[str],
+    runs: dict[tuple[str, str, str], dict[str, Any]],
+    refs: dict[tuple[str, str], dict[str, Any]],
+    images: list[tuple[Path, Path, str]],
+    args: argparse.Namespace,
+) -> str:
+    from neuralart.presets import resolve
+
+    head = "| preset | paper row | style weight | " + " | ".join(
+        f"{c.stem} × {s.stem}: style ↓ / ssim ↑ / content ↓" for c, s in pairs
+    )
+    lines = [
+        "# The presets side by side, scored",
+        "",
+        f"Made by `python -m benchmarks.defaults sheet --size {args.size} "
+        f"--iterations {args.iterations}`: each preset at its default weights, {args.size} px, "
+        f"{args.iterations} iterations of one level, seed {SEED}, on the CPU "
+        f"({args.threads} threads). The figures are `neuralart score`'s at {args.size} px "
+        "(README, *Scoring a result*): style is the sliced Wasserstein distance of "
+        "conv1_1…conv5_1 to the painting (lower is closer), ssim the structural similarity "
+        "of the luminance to the photograph (1 is the photograph), content the relative "
+        "conv4_2 distance to it (0 is the photograph). s/it: wall seconds per iteration "
+        "over the whole run, on the machine of the run.",
+        "",
+        head + " | s/it |",
+        "|---|---|---|" + "---|" * len(pairs) + "---|",
+    ]
+    for preset in presets:
+        config = resolve(preset)[0]
+        cells = []
+        times = []
+        for c, s in pairs:
+            r = runs[(preset, c.stem, s.stem)]
+            cells.append(f"{r['style']:.3f} / {r['ssim']:.3f} / {r['content']:.3f}")
+            times.append(r["seconds_per_iteration"])
+        lines.append(
+            f"| {preset} | {paper_row(preset)} | {config.style.weight:g} | "
+            + " | ".join(cells)
+            + f" | {statistics.median(times):.2f} |"
+        )
+    for role, label in (
+        ("photograph", "the photograph itself"),
+        ("colour-transfer", "its colour transfer"),
+    ):
+        cells = []
+        for c, s in pairs:
+            r = refs[(c.stem, s.stem)][role]
+            cells.append(f"{r['style']:.3f} / {r['ssim']:.3f} / {r['content']:.3f}")
+        lines.append(f"| *{label}* | reference | — | " + " | ".join(cells) + " | — |")
+    lines += [""] + [f"![{c.stem} × {s.stem}]({name})" for c, s, name in images]
+    lines += [
+        "",
+        "Captions: preset · style distance / ssim.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def paper_row(preset: str) -> str:
+    from neuralart.presets import list_presets
+
+    info = {i.name: i for i in list_presets()}.get(preset)
+    return info.paper_row if info is not None and info.paper_row else "—"
 
 
 def report(args: argparse.Namespace) -> None:
@@ -208,11 +359,16 @@ def main() -> None:
     r.add_argument("--style-weight", type=float)
     r.add_argument("--threads", type=int, default=2)
     r.add_argument("--out")
+    d = sub.add_parser("sheet")
+    d.add_argument("--size", type=int, default=256)
+    d.add_argument("--iterations", type=int, default=100)
+    d.add_argument("--threads", type=int, default=2)
+    d.add_argument("--out")
     p = sub.add_parser("report")
     p.add_argument("file", nargs="?")
     p.add_argument("--ceiling", type=float, default=0.8)
     args = parser.parse_args()
-    (run if args.command == "run" else report)(args)
+    {"run": run, "sheet": sheet, "report": report}[args.command](args)
 
 
 if __name__ == "__main__":
