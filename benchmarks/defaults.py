@@ -76,6 +76,19 @@ def key(preset: str, content: Path, style: Path, weight: float) -> str:
     return f"{preset}|{content.stem}|{style.stem}|{weight:g}"
 
 
+def shown_path(path: Path) -> str:
+    """A picture's path as recorded: relative to the repository when inside it."""
+    try:
+        return str(path.resolve().relative_to(REPO))
+    except ValueError:
+        return str(path)
+
+
+def picture_at(recorded: str) -> Path:
+    path = Path(recorded)
+    return path if path.is_absolute() else REPO / path
+
+
 def line_key(line: dict[str, Any]) -> str:
     if line["key"].startswith("reference"):
         return str(line["key"])
@@ -156,7 +169,7 @@ class Runner:
                     "seconds": round(result.seconds, 2),
                     "seconds_per_iteration": round(result.seconds / max(1, result.iterations), 4),
                     **score.as_dict(),
-                    "picture": str(picture_path),
+                    "picture": shown_path(picture_path),
                 }
             )
             print(
@@ -186,8 +199,10 @@ def run(args: argparse.Namespace) -> None:
     out = Path(args.out or RESULTS / f"defaults-{args.size}.jsonl")
     runner = Runner(out, args.size, args.iterations, args.threads)
     presets = args.presets.split(",") if args.presets else GRAM_PRESETS + NEW_PRESETS
+    only = {tuple(item.split(":")) for item in args.only.split(",")} if args.only else None
     for content, style in all_pairs(args.pairs):
-        runner.pair(content, style, presets, args.style_weight)
+        if only is None or (content.stem, style.stem) in only:
+            runner.pair(content, style, presets, args.style_weight)
 
 
 DOC_PAIRS = [
@@ -231,7 +246,7 @@ def sheet(args: argparse.Namespace) -> None:
         for preset in presets:
             r = runs[(preset, content.stem, style.stem)]
             label = f"{preset} · {r['style']:.2f} / {r['ssim']:.2f}"
-            cells.append((label, load_image(r["picture"])))
+            cells.append((label, load_image(picture_at(r["picture"]))))
         name = f"scored-{content.stem}-{style.stem}.png"
         save_image(contact_sheet(cells, columns=5), DOCS / name)
         images.append((content, style, name))
@@ -313,38 +328,99 @@ def paper_row(preset: str) -> str:
     return info.paper_row if info is not None and info.paper_row else "—"
 
 
-def report(args: argparse.Namespace) -> None:
+def before_after(args: argparse.Namespace) -> None:
+    """A contact sheet from the check's pictures: per pair, classic and the preset at each
+    weight, captioned with the two rules' figures; written to ``--output``."""
+    from PIL import Image
+
+    from neuralart.sheet import contact_sheet
+
     path = Path(args.file or RESULTS / "defaults-128.jsonl")
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    refs = {
-        (r["content_image"], r["style_image"]): r for r in rows if r["key"].startswith("reference")
+    rows = list({line_key(r): r for r in read_lines(path)}.values())
+    refs = {(r["content_image"], r["style_image"]): r for r in rows if "photograph" in r}
+    weights = [float(w) for w in args.weights.split(",")]
+    wanted = [("classic", runner_weight("classic"))] + [(args.preset, w) for w in weights]
+    runs = {
+        (r["preset"], r["style_weight"], r["content_image"], r["style_image"]): r
+        for r in rows
+        if "preset" in r
+    }
+    cells = []
+    for item in args.only.split(","):
+        content, style = item.split(":")
+        classic = runs[("classic", wanted[0][1], content, style)]
+        for preset, weight in wanted:
+            r = runs[(preset, weight, content, style)]
+            picture = Image.open(picture_at(r["picture"]))
+            picture = picture.resize(
+                (picture.width * 2, picture.height * 2), Image.Resampling.LANCZOS
+            )
+            drop = classic["ssim"] - r["ssim"]
+            shown = 0.0 - drop if drop else 0.0
+            progress = toward_style(r, refs)
+            label = f"{preset} {weight:g}: ssim {shown:+.2f} vs classic, style {progress:.0%}"
+            cells.append((label, picture))
+    contact_sheet(cells, columns=len(wanted)).save(args.output)
+
+
+def toward_style(row: dict[str, Any], refs: dict[tuple[str, str], dict[str, Any]]) -> float:
+    """How far the result moved from the photograph's style figure towards 0."""
+    photograph = refs[(row["content_image"], row["style_image"])]["photograph"]["style"]
+    return float(1 - row["style"] / photograph)
+
+
+def report(args: argparse.Namespace) -> None:
+    """A markdown table per (preset, weight) over the pairs, against the criteria."""
+    from neuralart.score import SSIM_MARGIN, STYLE_PROGRESS
+
+    path = Path(args.file or RESULTS / "defaults-128.jsonl")
+    rows = list({line_key(r): r for r in read_lines(path)}.values())  # a rerun counts once
+    refs = {(r["content_image"], r["style_image"]): r for r in rows if "photograph" in r}
+    classic = {
+        (r["content_image"], r["style_image"]): r
+        for r in rows
+        if r.get("preset") == "classic" and r["style_weight"] == runner_weight("classic")
     }
     groups: dict[tuple[str, float], list[dict[str, Any]]] = {}
     for r in rows:
-        if not r["key"].startswith("reference"):
+        if "preset" in r:
             groups.setdefault((r["preset"], r["style_weight"]), []).append(r)
     print(
-        f"{'preset':<20}{'weight':>8}{'pairs':>6}{'ssim min':>9}{'med':>6}"
-        f"{'content max':>12}{'med':>6}{'toward style med':>17}{'min':>6}{'s/it':>7}  above"
+        "| preset | style weight | pairs | ssim below classic's: median / worst "
+        "| towards the style: median / least | content (conv4_2): median / max | verdict |"
     )
-    for (preset, weight), members in groups.items():
-        ssims = [r["ssim"] for r in members]
+    print("|---|---|---|---|---|---|---|")
+    order = {name: i for i, name in enumerate(GRAM_PRESETS + NEW_PRESETS)}
+
+    def pair(r: dict[str, Any]) -> str:
+        return f"{r['content_image']} × {r['style_image']}"
+
+    def drop(r: dict[str, Any]) -> float:
+        return float(classic[(r["content_image"], r["style_image"])]["ssim"] - r["ssim"])
+
+    for (preset, weight), members in sorted(
+        groups.items(), key=lambda item: (order.get(item[0][0], 99), -item[0][1])
+    ):
+        members = [r for r in members if (r["content_image"], r["style_image"]) in classic]
+        if not members:
+            continue
+        drops = [drop(r) for r in members]
+        toward = [toward_style(r, refs) for r in members]
         contents = [r["content"] for r in members]
-        toward = [
-            1 - r["style"] / refs[(r["content_image"], r["style_image"])]["photograph"]["style"]
-            for r in members
+        worst = max(members, key=drop)
+        least = min(members, key=lambda r: toward_style(r, refs))
+        lost = sum(d > SSIM_MARGIN for d in drops)
+        flat = sum(t < STYLE_PROGRESS for t in toward)
+        parts = [
+            f"ssim more than {SSIM_MARGIN:g} below classic's on {lost}" if lost else "",
+            f"towards the style less than {STYLE_PROGRESS:g} on {flat}" if flat else "",
         ]
-        above = [
-            f"{r['content_image']}×{r['style_image']}"
-            for r in members
-            if r["content"] > args.ceiling
-        ]
-        spi = statistics.median(r["seconds_per_iteration"] for r in members)
+        verdict = "; ".join(p for p in parts if p) or "meets both"
         print(
-            f"{preset:<20}{weight:>8g}{len(members):>6}{min(ssims):>9.3f}"
-            f"{statistics.median(ssims):>6.3f}{max(contents):>12.3f}"
-            f"{statistics.median(contents):>6.3f}{statistics.median(toward):>17.2f}"
-            f"{min(toward):>6.2f}{spi:>7.3f}  {', '.join(above)}"
+            f"| {preset} | {weight:g} | {len(members)} "
+            f"| {statistics.median(drops):+.2f} / {max(drops):+.2f} ({pair(worst)}) "
+            f"| {statistics.median(toward):.2f} / {min(toward):.2f} ({pair(least)}) "
+            f"| {statistics.median(contents):.2f} / {max(contents):.2f} | {verdict} |"
         )
 
 
@@ -357,6 +433,7 @@ def main() -> None:
     r.add_argument("--presets")
     r.add_argument("--pairs", choices=["all", "diagonal"], default="all")
     r.add_argument("--style-weight", type=float)
+    r.add_argument("--only", help="CONTENT:STYLE,... (file names without suffix)")
     r.add_argument("--threads", type=int, default=2)
     r.add_argument("--out")
     d = sub.add_parser("sheet")
@@ -364,11 +441,17 @@ def main() -> None:
     d.add_argument("--iterations", type=int, default=100)
     d.add_argument("--threads", type=int, default=2)
     d.add_argument("--out")
+    b = sub.add_parser("before-after")
+    b.add_argument("--preset", required=True)
+    b.add_argument("--weights", required=True, help="W1,W2,...")
+    b.add_argument("--only", required=True, help="CONTENT:STYLE,...")
+    b.add_argument("--output", required=True)
+    b.add_argument("file", nargs="?")
     p = sub.add_parser("report")
     p.add_argument("file", nargs="?")
-    p.add_argument("--ceiling", type=float, default=0.8)
     args = parser.parse_args()
-    {"run": run, "sheet": sheet, "report": report}[args.command](args)
+    commands = {"run": run, "sheet": sheet, "report": report, "before-after": before_after}
+    commands[args.command](args)
 
 
 if __name__ == "__main__":

@@ -49,6 +49,21 @@ DEFAULT_SEED = 0
 # The smallest long edge scored: conv5_1 needs 16 px, SSIM's 7-px window a few cells more.
 MIN_SIZE = 32
 MIN_SHORT_EDGE = 16
+# The defaults check (benchmarks/defaults.py, docs/defaults-check.md): on every pair of
+# photograph and painting, a bundled preset's default weights must keep the photograph's
+# structure, its ssim at most SSIM_MARGIN below classic's on the same pair (classic, the
+# reference whose pictures were looked at, keeps every photograph recognisable), and move
+# the style figure at least STYLE_PROGRESS of the way from the photograph's towards 0.
+SSIM_MARGIN = 0.2
+STYLE_PROGRESS = 0.3
+
+
+def style_progress(result: Score, photograph: Score) -> float:
+    """How far a result moved from the photograph's style figure towards 0 (0: not at all,
+    1: all the way)."""
+    return 1.0 - result.style / photograph.style if photograph.style > 0 else 0.0
+
+
 # A result and its content may differ this much in each dimension after resizing to the
 # same long edge (rounding of the output size), in pixels or as a fraction.
 SHAPE_SLACK = 0.02
