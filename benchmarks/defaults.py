@@ -247,7 +247,7 @@ def sheet(args: argparse.Namespace) -> None:
             r = runs[(preset, content.stem, style.stem)]
             label = f"{preset} · {r['style']:.2f} / {r['ssim']:.2f}"
             cells.append((label, load_image(picture_at(r["picture"]))))
-        name = f"scored-{content.stem}-{style.stem}.png"
+        name = f"scored-{content.stem}-{style.stem}.jpg"
         save_image(contact_sheet(cells, columns=5), DOCS / name)
         images.append((content, style, name))
     table = table_text(pairs, presets, runs, refs, images, args)

