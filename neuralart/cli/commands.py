@@ -487,6 +487,16 @@ def transfer(
         bool,
         typer.Option(help="Leave contents whose output already exists.", rich_help_panel=BATCH),
     ] = False,
+    shard: Annotated[
+        str | None,
+        typer.Option(
+            help="Only the K-th of N disjoint parts of the batch (K/N, 1 ≤ K ≤ N); auto: "
+            "from a Slurm job array's variables; auto/N: N parts, the index from Slurm or "
+            "a Kubernetes indexed job (JOB_COMPLETION_INDEX). A file's part depends on its "
+            "name alone. Ends with one JSON line: done, skipped, failed.",
+            rich_help_panel=BATCH,
+        ),
+    ] = None,
     scales: OldLevelsOpt = None,
     mrf_rotations: OldRotationsOpt = None,
     mrf_scales: OldScalesOpt = None,
@@ -532,6 +542,22 @@ def transfer(
                 ),
             )
         batch = batch_contents(content)
+        chosen = None
+        if shard is not None:
+            import os
+
+            from neuralart.cli.shards import parse_shard, select
+
+            if batch is None:
+                raise NeuralartError("--shard splits a batch: give a folder or a quoted glob")
+            chosen = parse_shard(shard, os.environ)
+            total = len(batch)
+            batch = select(batch, chosen)
+            if not quiet:
+                typer.echo(
+                    f"shard {chosen} from {chosen.source}: {len(batch)} of {total} content images",
+                    err=True,
+                )
         if batch is None:
             out_path = output if output is not None else default_output(content, style, preset)
             frames = None
@@ -567,6 +593,7 @@ def transfer(
             as_json,
             bit_depth=bit_depth,
             dpi=dpi,
+            shard=None if chosen is None else str(chosen),
         )
 
 

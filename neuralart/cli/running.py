@@ -113,18 +113,21 @@ def run_batch(
     *,
     bit_depth: int = 8,
     dpi: float | None = None,
+    shard: str | None = None,
 ) -> None:
     """Each content in turn with one network and one set of style targets; failures are
-    reported and the rest go on; exit 1 at the end if any failed."""
+    reported and the rest go on; exit 1 at the end if any failed. With ``shard`` (K/N),
+    one JSON line at the end on stdout: the shard, done, skipped, failed."""
     from neuralart.transfer import NetworkCache, pick_device
 
     check_inputs(None, style)
     networks = NetworkCache(pick_device(config.device))
     style_cache: dict[Any, Any] = {}
-    failed = 0
+    failed = skipped = 0
     for index, content in enumerate(contents, start=1):
         out_path = (out_dir or Path(".")) / default_output(content, style, preset).name
         if skip_existing and out_path.exists():
+            skipped += 1
             if as_json:
                 typer.echo(json.dumps({"output": str(out_path), "skipped": True}))
             elif not quiet:
@@ -152,6 +155,10 @@ def run_batch(
         except NeuralartError as exc:
             failed += 1
             error(f"{content}: {exc}")
+    if shard is not None:
+        done = len(contents) - skipped - failed
+        line = {"shard": shard, "done": done, "skipped": skipped, "failed": failed}
+        typer.echo(json.dumps({**line, "total": len(contents)}))
     if failed:
         error(f"{failed} of {len(contents)} content images failed")
         raise typer.Exit(1)
