@@ -39,7 +39,9 @@ CHAIN = [
 
 
 # Every bundled preset's resolved configuration, captured before the presets were rewritten
-# to hold only what they change (extends:): the rewrite changed no value.
+# to hold only what they change (extends:): the rewrite changed no value. Changed since by
+# hand only where a value was meant to change: the chain presets' style weights after the
+# defaults check (docs/defaults-check.md).
 RESOLVED_BEFORE = Path(__file__).with_name("presets_resolved.json")
 
 
