@@ -493,7 +493,8 @@ def transfer(
             help="Only the K-th of N disjoint parts of the batch (K/N, 1 ≤ K ≤ N); auto: "
             "from a Slurm job array's variables; auto/N: N parts, the index from Slurm or "
             "a Kubernetes indexed job (JOB_COMPLETION_INDEX). A file's part depends on its "
-            "name alone. Ends with one JSON line: done, skipped, failed.",
+            "name alone. Ends with one JSON line: done, skipped, failed. "
+            r"\[default: the whole batch]",
             rich_help_panel=BATCH,
         ),
     ] = None,
