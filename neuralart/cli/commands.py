@@ -20,6 +20,7 @@ from neuralart.cli.output import Progress, error, reported_warnings, user_errors
 from neuralart.cli.running import (
     batch_contents,
     check_inputs,
+    check_out_dir,
     default_output,
     overrides,
     parse_size,
@@ -32,7 +33,32 @@ from neuralart.config import AUTO_LEVEL_EDGE, Config
 from neuralart.errors import NeuralartError, NeuralartWarning
 from neuralart.presets import DEFAULT_PRESET
 
+# Options whose value may be left out, and the value they then take: `--ray` alone
+# starts a local cluster, `--ray ADDRESS` joins one.
+OPTIONAL_VALUES = {"--ray": "local"}
+
+
+def fill_optional_values(args: list[str]) -> list[str]:
+    """``--ray`` without an address after it (at the end, before another option, or
+    before an image) -> ``--ray=local``."""
+    from neuralart.cli.raybatch import looks_like_address
+
+    out = list(args)
+    for i, token in enumerate(out):
+        if token == "--":
+            break
+        if token in OPTIONAL_VALUES and (i + 1 == len(out) or not looks_like_address(out[i + 1])):
+            out[i] = f"{token}={OPTIONAL_VALUES[token]}"
+    return out
+
+
+class Group(typer.core.TyperGroup):
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        return super().parse_args(ctx, fill_optional_values(args))
+
+
 app = typer.Typer(
+    cls=Group,
     name="neuralart",
     help="Repaint a photograph in the style of a painting (VGG-19 feature optimisation).",
     no_args_is_help=True,
@@ -498,6 +524,27 @@ def transfer(
             rich_help_panel=BATCH,
         ),
     ] = None,
+    ray: Annotated[
+        str | None,
+        typer.Option(
+            "--ray",
+            metavar="[ADDRESS]",
+            help="Spread the batch over the workers of a Ray cluster (needs "
+            "neuralart[ray]): --ray alone starts one on this machine; --ray=ADDRESS "
+            "(host:port, ray://host:port or auto) joins one. The output folder must be "
+            "one that every worker can reach. "
+            r"\[default: no Ray, one picture after another here]",
+            rich_help_panel=BATCH,
+        ),
+    ] = None,
+    ray_workers: Annotated[
+        int | None,
+        typer.Option(
+            help="With --ray: how many workers. "
+            r"\[default: one per GPU of the cluster, else one per CPU]",
+            rich_help_panel=BATCH,
+        ),
+    ] = None,
     scales: OldLevelsOpt = None,
     mrf_rotations: OldRotationsOpt = None,
     mrf_scales: OldScalesOpt = None,
@@ -542,6 +589,14 @@ def transfer(
                     tile_halo=tile_halo,
                 ),
             )
+        if ray is not None:
+            from neuralart.cli.raybatch import check_address
+
+            ray = check_address(ray)
+        elif ray_workers is not None:
+            raise NeuralartError("--ray-workers is for a batch run with --ray")
+        if out_dir is not None:
+            check_out_dir(out_dir)
         batch = batch_contents(content)
         chosen = None
         if shard is not None:
@@ -559,6 +614,8 @@ def transfer(
                     f"shard {chosen} from {chosen.source}: {len(batch)} of {total} content images",
                     err=True,
                 )
+        if batch is None and ray is not None:
+            raise NeuralartError("--ray spreads a batch: give a folder or a quoted glob")
         if batch is None:
             out_path = output if output is not None else default_output(content, style, preset)
             frames = None
@@ -582,20 +639,15 @@ def transfer(
             raise NeuralartError("a batch writes one file per content: use --out-dir, not -o")
         if save_every > 0:
             raise NeuralartError("--save-every works on one content image, not on a batch")
-        run_batch(
-            batch,
-            style,
-            config,
-            provenance,
-            preset,
-            out_dir,
-            skip_existing,
-            quiet,
-            as_json,
-            bit_depth=bit_depth,
-            dpi=dpi,
-            shard=None if chosen is None else str(chosen),
-        )
+        batch_args = (batch, style, config, provenance, preset, out_dir, skip_existing)
+        shard_name = None if chosen is None else str(chosen)
+        options: dict[str, Any] = {"bit_depth": bit_depth, "dpi": dpi, "shard": shard_name}
+        if ray is not None:
+            from neuralart.cli.raybatch import run_ray_batch
+
+            run_ray_batch(*batch_args, quiet, as_json, address=ray, workers=ray_workers, **options)
+            return
+        run_batch(*batch_args, quiet, as_json, **options)
 
 
 @app.command()

@@ -191,9 +191,9 @@ def _emitter(frame: FrameType | None) -> FrameType | None:
 
 
 @contextmanager
-def reported_warnings(quiet: bool) -> Iterator[None]:
-    """Collect the tool's own warnings while the block runs; print each text once
-    afterwards, after any progress bar is gone.
+def collected_warnings() -> Iterator[list[str]]:
+    """Collect the tool's own warnings while the block runs, into the list it yields
+    (each text once, in order).
 
     The tool's own: every NeuralartWarning, and any warning that neuralart's code itself
     emits. Those of other libraries (torch's deprecation notes, ...) stay hidden, even when
@@ -212,15 +212,25 @@ def reported_warnings(quiet: bool) -> Iterator[None]:
         emitter = _emitter(sys._getframe(1))
         # Without a Python caller (a warning raised from C code), where the warning points.
         source = emitter.f_code.co_filename if emitter is not None else filename
-        if issubclass(category, NeuralartWarning) or _in_package(source):
+        if (issubclass(category, NeuralartWarning) or _in_package(source)) and str(
+            message
+        ) not in caught:
             caught.append(str(message))
 
     with warnings.catch_warnings():
         warnings.simplefilter("always")
         warnings.showwarning = collect
+        yield caught
+
+
+@contextmanager
+def reported_warnings(quiet: bool) -> Iterator[None]:
+    """The tool's own warnings (see :func:`collected_warnings`) of the block, each text
+    printed once afterwards, after any progress bar is gone."""
+    with collected_warnings() as caught:
         try:
             yield
         finally:
             if not quiet:
-                for text in dict.fromkeys(caught):
+                for text in caught:
                     warn(text)

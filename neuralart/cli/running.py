@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import re
 import signal
 from collections.abc import Callable
+from contextlib import nullcontext
 from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -69,6 +71,20 @@ def overrides(**flags: Any) -> dict[str, Any]:
             node = node.setdefault(p, {})
         node[leaf] = value
     return out
+
+
+_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+:/")
+
+
+def check_out_dir(out_dir: Path) -> None:
+    """A folder on a filesystem, not an object store's URL (s3://, gs://, ...): the
+    outputs are written as files, atomically, by renaming a finished temporary file."""
+    if _URL.match(str(out_dir)):
+        scheme = str(out_dir).split(":")[0]
+        raise NeuralartError(
+            f"--out-dir {scheme}://...: object stores are not supported; give a folder "
+            "(with --ray, one every worker can reach: a shared filesystem or a mounted bucket)"
+        )
 
 
 def default_output(content: Path, styles: list[Path], preset: str) -> Path:
@@ -179,8 +195,10 @@ def run_and_save(
     style_cache: dict[Any, Any] | None = None,
     bit_depth: int = 8,
     dpi: float | None = None,
-) -> None:
-    """Check the paths, run one transfer (or texture), save it with its metadata, report.
+    echo: bool = True,
+) -> tuple[Path, TransferResult]:
+    """Check the paths, run one transfer (or texture), save it with its metadata, report
+    (unless ``echo`` is false); the file written and the result.
 
     ``frames`` = (every, folder): also write the picture every so many iterations.
     ``bit_depth`` 16 writes 16 bits per channel (PNG or TIFF); ``dpi`` is stored in the file.
@@ -198,7 +216,9 @@ def run_and_save(
 
     dev = pick_device(config.device) if network is None else None
     label = "optimising" if content is not None else "synthesising"
-    with reported_warnings(quiet), Progress(quiet or as_json) as progress:
+    # Without echo the caller collects the warnings (see collected_warnings).
+    told = reported_warnings(quiet) if echo else nullcontext()
+    with told, Progress(quiet or as_json) as progress:
         long_edge = max(output_size) if output_size is not None else config.size
         progress.begin(label, sum(config.optimizer.level_iterations(long_edge)))
         result = run_transfer(
@@ -219,7 +239,7 @@ def run_and_save(
     interrupted = result.interrupted
     if interrupted:  # a second Ctrl-C while the picture so far is saved exits at once
         signal.signal(signal.SIGINT, signal.SIG_DFL)
-    elif result.stopped and not quiet:
+    elif result.stopped and not quiet and echo:
         warn(result.stopped)
     metadata = {
         "neuralart": __version__,
@@ -234,10 +254,13 @@ def run_and_save(
     if interrupted:
         error(f"interrupted: saved the picture so far to {written} (marked partial)")
         raise typer.Exit(130)
-    if as_json:
+    if not echo:
+        pass
+    elif as_json:
         typer.echo(json.dumps(summary(written, config.name, result)))
     elif not quiet:
         typer.echo(f"wrote {written} ({result.seconds:.1f} s, device {result.device})")
+    return written, result
 
 
 def levels_chosen(provenance: dict[str, str], config: Config) -> bool:
