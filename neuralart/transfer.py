@@ -26,6 +26,7 @@ from PIL import Image
 from neuralart.color import luminance, match_colors, match_luminance, with_chrominance
 from neuralart.config import Config
 from neuralart.errors import NeuralartError, NeuralartWarning
+from neuralart.graphs import captured
 from neuralart.images import (
     image_to_tensor,
     load_image,
@@ -432,6 +433,8 @@ def run_level(
     width, height = level.size
     tiles = plan.tiles(height, width) if plan is not None else None
     evaluator: Evaluator = objective if tiles is None else TiledObjective(objective, tiles, on_tile)
+    # On CUDA the evaluation is recorded once as a graph and replayed (neuralart.graphs).
+    evaluator = captured(evaluator, x0, config.precision, tiled=tiles is not None)
     history = plan.history if plan is not None else config.optimizer.history_for(3 * width * height)
     return run_lbfgs(
         evaluator,

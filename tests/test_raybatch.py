@@ -214,7 +214,9 @@ def test_ray_before_the_images_does_not_take_one_for_its_address(photos):
 )
 def test_ray_options_that_need_a_batch(args, message, tmp_path):
     photo = DATA / "china.jpg"
-    result = runner.invoke(app, ["transfer", str(photo), str(STYLE), *args, "-o", "x.png"])
+    result = runner.invoke(
+        app, ["transfer", str(photo), str(STYLE), *args, "-o", str(tmp_path / "x.png")]
+    )
     assert result.exit_code == 1
     assert message in error_line(result)
 
