@@ -109,6 +109,20 @@ def _sample_grid(flow: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return xs + flow[:, :, 0], ys + flow[:, :, 1]
 
 
+def _channel_groups(channels: int) -> list[tuple[int, int]]:
+    """Channel ranges for cv2.remap: at most 4 at once, and never 2 (OpenCV 5 samples
+    two-channel images along another path, whose weights differ from the others' by up
+    to about 1 %), so 6 channels go as 4 + 1 + 1."""
+    groups: list[tuple[int, int]] = []
+    start = 0
+    while start < channels:
+        left = channels - start
+        size = 4 if left >= 4 else 3 if left == 3 else 1
+        groups.append((start, start + size))
+        start += size
+    return groups
+
+
 def warp(image: np.ndarray, flow: np.ndarray) -> np.ndarray:
     """Backward warping: ``out(p) = image(p + flow(p))``, bilinear, edges replicated.
 
@@ -142,8 +156,7 @@ def warp(image: np.ndarray, flow: np.ndarray) -> np.ndarray:
     if picture.ndim == 2:
         result = remap(picture)
     elif picture.ndim == 3:
-        # cv2.remap handles at most 4 channels at once.
-        chunks = [remap(picture[:, :, i : i + 4]) for i in range(0, picture.shape[2], 4)]
+        chunks = [remap(picture[:, :, i:j]) for i, j in _channel_groups(picture.shape[2])]
         result = np.concatenate(chunks, axis=2) if len(chunks) > 1 else chunks[0]
     else:
         raise ValueError(f"expected an (H, W) or (H, W, C) image, got shape {picture.shape}")
