@@ -162,9 +162,14 @@ class Objective:
         """One style term's loss (unweighted) against the picture's features."""
         return self.statistic.loss(feats, term, self.style_targets[term.label], self.style)
 
-    def terms(self, x: Tensor) -> dict[str, Tensor]:
-        """The unweighted content, style and TV losses of image ``x`` (network space)."""
-        feats = self.network(x, self.layers) if self.layers else {}
+    def terms(self, x: Tensor, features: dict[str, Tensor] | None = None) -> dict[str, Tensor]:
+        """The unweighted content, style and TV losses of image ``x`` (network space);
+        ``features``: the network's maps of ``x`` when the caller has them already (a batch
+        of pictures run through the network together)."""
+        if features is not None:
+            feats = features
+        else:
+            feats = self.network(x, self.layers) if self.layers else {}
         out: dict[str, Tensor] = {}
         if self.content_terms:
             out["content"] = sum(

@@ -23,6 +23,7 @@ from neuralart.cli.running import (
     check_out_dir,
     default_output,
     overrides,
+    parse_batch_size,
     parse_size,
     run_and_save,
     run_batch,
@@ -524,6 +525,16 @@ def transfer(
             rich_help_panel=BATCH,
         ),
     ] = None,
+    batch_size: Annotated[
+        str | None,
+        typer.Option(
+            help="Batch: optimise this many pictures of the same size together, one "
+            "network pass for all (each keeps its own optimiser and result); auto: as many "
+            "as the GPU's free memory holds, 1 on a CPU. "
+            r"\[default: auto]",
+            rich_help_panel=BATCH,
+        ),
+    ] = None,
     ray: Annotated[
         str | None,
         typer.Option(
@@ -595,6 +606,7 @@ def transfer(
             ray = check_address(ray)
         elif ray_workers is not None:
             raise NeuralartError("--ray-workers is for a batch run with --ray")
+        together = parse_batch_size(batch_size)
         if out_dir is not None:
             check_out_dir(out_dir)
         batch = batch_contents(content)
@@ -642,12 +654,14 @@ def transfer(
         batch_args = (batch, style, config, provenance, preset, out_dir, skip_existing)
         shard_name = None if chosen is None else str(chosen)
         options: dict[str, Any] = {"bit_depth": bit_depth, "dpi": dpi, "shard": shard_name}
+        if ray is not None and batch_size is not None:
+            raise NeuralartError("--batch-size is for the local batch; --ray paints one at a time")
         if ray is not None:
             from neuralart.cli.raybatch import run_ray_batch
 
             run_ray_batch(*batch_args, quiet, as_json, address=ray, workers=ray_workers, **options)
             return
-        run_batch(*batch_args, quiet, as_json, **options)
+        run_batch(*batch_args, quiet, as_json, **options, batch_size=together)
 
 
 @app.command()

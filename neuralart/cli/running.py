@@ -130,16 +130,20 @@ def run_batch(
     bit_depth: int = 8,
     dpi: float | None = None,
     shard: str | None = None,
+    batch_size: int | str = 1,
 ) -> None:
     """Each content in turn with one network and one set of style targets; failures are
     reported and the rest go on; exit 1 at the end if any failed. With ``shard`` (K/N),
-    one JSON line at the end on stdout: the shard, done, skipped, failed."""
+    one JSON line at the end on stdout: the shard, done, skipped, failed. ``batch_size``
+    (a number or ``auto``, see :func:`neuralart.batch.batch_size`): contents whose
+    pictures come out at the same size are optimised that many at a time."""
     from neuralart.transfer import NetworkCache, pick_device
 
     check_inputs(None, style)
     networks = NetworkCache(pick_device(config.device))
     style_cache: dict[Any, Any] = {}
     failed = skipped = 0
+    todo: list[tuple[int, Path, Path]] = []
     for index, content in enumerate(contents, start=1):
         out_path = (out_dir or Path(".")) / default_output(content, style, preset).name
         if skip_existing and out_path.exists():
@@ -151,6 +155,13 @@ def run_batch(
                     f"[{index}/{len(contents)}] {content}: skipped, {out_path} exists", err=True
                 )
             continue
+        todo.append((index, content, out_path))
+    if batch_size != 1 and todo:
+        todo, failed = run_batches(
+            todo, len(contents), style, config, provenance, preset, quiet, as_json,
+            networks, style_cache, batch_size, bit_depth, dpi,
+        )  # fmt: skip
+    for index, content, out_path in todo:
         if not quiet and not as_json:
             typer.echo(f"[{index}/{len(contents)}] {content}", err=True)
         try:
@@ -180,6 +191,78 @@ def run_batch(
         raise typer.Exit(1)
 
 
+def run_batches(
+    todo: list[tuple[int, Path, Path]],
+    total: int,
+    style: list[Path],
+    config: Config,
+    provenance: dict[str, str],
+    preset: str,
+    quiet: bool,
+    as_json: bool,
+    networks: Any,
+    style_cache: dict[Any, Any],
+    asked: int | str,
+    bit_depth: int,
+    dpi: float | None,
+) -> tuple[list[tuple[int, Path, Path]], int]:
+    """The contents of ``todo`` that share a size, ``asked`` at a time (one network pass
+    for each batch); what is left to run one at a time (a size of its own, a picture that
+    cannot be read here, a batch that failed: its pictures then run alone so that each
+    failure is its own), and how many failed."""
+    from PIL import Image
+
+    from neuralart.batch import batch_size, transfer_batch
+    from neuralart.images import long_edge_size
+    from neuralart.transfer import network_device
+
+    network = networks.get(config)
+    groups: dict[tuple[int, int], list[tuple[int, Path, Path]]] = {}
+    alone: list[tuple[int, Path, Path]] = []
+    for item in todo:
+        try:
+            with Image.open(item[1]) as picture:
+                size = long_edge_size(picture.size, config.size)
+        except (OSError, ValueError):
+            alone.append(item)  # reported by the one-at-a-time run
+            continue
+        groups.setdefault(size, []).append(item)
+    failed = 0
+    fit = not levels_chosen(provenance, config)
+    for size, items in groups.items():
+        count = batch_size(asked, config, size, network_device(network))
+        if count == 1 or len(items) == 1:
+            alone.extend(items)
+            continue
+        for start in range(0, len(items), count):
+            chunk = items[start : start + count]
+            if not quiet and not as_json:
+                names = ", ".join(str(c) for _, c, _ in chunk)
+                first, last = chunk[0][0], chunk[-1][0]
+                label = f"[{first}/{total}]" if len(chunk) == 1 else f"[{first}..{last}/{total}]"
+                together = " (together)" if len(chunk) > 1 else ""
+                typer.echo(f"{label} {names}{together}", err=True)
+            try:
+                with reported_warnings(quiet):
+                    results = transfer_batch(
+                        [c for _, c, _ in chunk], style, config, network=network,
+                        style_cache=style_cache, fit_levels=fit, bit_depth=bit_depth,
+                    )  # fmt: skip
+            except NeuralartError:
+                alone.extend(chunk)
+                continue
+            for (_, content, out_path), result in zip(chunk, results, strict=True):
+                try:
+                    save_result(
+                        content, style, config, provenance, preset, out_path, result,
+                        quiet=quiet, as_json=as_json, dpi=dpi,
+                    )  # fmt: skip
+                except NeuralartError as exc:
+                    failed += 1
+                    error(f"{content}: {exc}")
+    return sorted(alone), failed
+
+
 def run_and_save(
     content: Path | None,
     style: list[Path],
@@ -203,7 +286,7 @@ def run_and_save(
     ``frames`` = (every, folder): also write the picture every so many iterations.
     ``bit_depth`` 16 writes 16 bits per channel (PNG or TIFF); ``dpi`` is stored in the file.
     """
-    from neuralart.images import check_bit_depth, check_output_path, save_image
+    from neuralart.images import check_bit_depth, check_output_path
 
     check_inputs(content, style)
     check_output_path(out_path)
@@ -236,6 +319,30 @@ def run_and_save(
             bit_depth=bit_depth,
             on_tile=progress.tile,
         )
+    written = save_result(
+        content, style, config, provenance, preset, out_path, result,
+        quiet=quiet, as_json=as_json, dpi=dpi, echo=echo,
+    )  # fmt: skip
+    return written, result
+
+
+def save_result(
+    content: Path | None,
+    style: list[Path],
+    config: Config,
+    provenance: dict[str, str],
+    preset: str,
+    out_path: Path,
+    result: TransferResult,
+    *,
+    quiet: bool,
+    as_json: bool,
+    dpi: float | None = None,
+    echo: bool = True,
+) -> Path:
+    """Save a run's picture with its metadata and report it (unless ``echo`` is false)."""
+    from neuralart.images import save_image
+
     interrupted = result.interrupted
     if interrupted:  # a second Ctrl-C while the picture so far is saved exits at once
         signal.signal(signal.SIGINT, signal.SIG_DFL)
@@ -260,7 +367,7 @@ def run_and_save(
         typer.echo(json.dumps(summary(written, config.name, result)))
     elif not quiet:
         typer.echo(f"wrote {written} ({result.seconds:.1f} s, device {result.device})")
-    return written, result
+    return written
 
 
 def levels_chosen(provenance: dict[str, str], config: Config) -> bool:
@@ -349,6 +456,20 @@ def parse_levels(text: str) -> int | str:
         raise NeuralartError(
             f"--levels must be auto or a number of levels (1 = one size only), got {text!r}"
         ) from None
+
+
+def parse_batch_size(text: str | None) -> int | str:
+    """``--batch-size``: ``auto`` (also when not given) or a number of pictures, 1 or more."""
+    word = (text or "auto").strip().lower()
+    if word == "auto":
+        return "auto"
+    try:
+        number = int(word)
+    except ValueError:
+        number = 0
+    if number < 1:
+        raise NeuralartError(f"--batch-size must be auto or a number of 1 or more, got {text!r}")
+    return number
 
 
 def parse_tile(text: str) -> int | str:

@@ -1,0 +1,186 @@
+"""Several pictures optimised together (`--batch-size`): each gets what it gets alone."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import DATA, error_line
+from PIL import Image
+from typer.testing import CliRunner
+
+from neuralart.batch import BatchedObjective, batch_size, run_lbfgs_batch, transfer_batch
+from neuralart.cli import app
+from neuralart.images import image_to_tensor, load_image, resize_to, save_image
+from neuralart.losses import Objective
+from neuralart.optimize import run_lbfgs
+from neuralart.presets import resolve
+from neuralart.transfer import transfer
+
+runner = CliRunner()
+STYLE = DATA / "starry_night.jpg"
+PHOTOS = ["china", "flower", "raccoon"]
+
+
+@pytest.fixture(scope="module")
+def same_size(tmp_path_factory) -> list[Path]:
+    folder = tmp_path_factory.mktemp("same")
+    paths = []
+    for name in PHOTOS:
+        path = folder / f"{name}.png"
+        save_image(resize_to(load_image(DATA / f"{name}.jpg"), (64, 48)), path)
+        paths.append(path)
+    return paths
+
+
+def _objective(network, config, content_path) -> Objective:
+    conv = network.convention
+    content = conv.to_network(image_to_tensor(load_image(content_path)))
+    style = conv.to_network(image_to_tensor(resize_to(load_image(STYLE), (64, 48))))
+    return Objective(
+        network,
+        config.content,
+        config.style,
+        content_image=content,
+        style_images=[style],
+        tv_weight=config.tv_weight,
+        pixel_scale=conv.pixel_scale(),
+    )
+
+
+@pytest.mark.parametrize("preset", ["classic", "chain-blurred"])
+def test_one_pass_over_the_batch_gives_each_pictures_own_terms_and_gradient(
+    network, same_size, preset
+):
+    config, _ = resolve(preset)
+    objectives = [_objective(network, config, p) for p in same_size]
+    generator = torch.Generator().manual_seed(0)
+    xs = torch.cat([o.content_image for o in objectives])
+    xs = xs + 20.0 * torch.randn(xs.shape, generator=generator)
+    terms, totals, grad = BatchedObjective(objectives).value_and_grad(xs)
+    for b, objective in enumerate(objectives):  # each alone, the naive way
+        alone_terms, alone_total, alone_grad = objective.value_and_grad(xs[b : b + 1])
+        torch.testing.assert_close(totals[b], alone_total, rtol=1e-5, atol=0)
+        for name, value in alone_terms.items():
+            torch.testing.assert_close(terms[b][name], value, rtol=1e-5, atol=1e-9)
+        error = (grad[b : b + 1] - alone_grad).abs().max() / alone_grad.abs().max()
+        assert error < 1e-5
+
+
+class Bowl:
+    """A quadratic per picture, f_b(x) = s_b·|x − t_b|², with its exact gradient; the
+    picture ``broken`` turns non-finite from the evaluation ``breaks_at`` on."""
+
+    def __init__(self, targets, scales, broken=None, breaks_at=0):
+        self.targets, self.scales = targets, scales
+        self.broken, self.breaks_at, self.calls = broken, breaks_at, 0
+
+    def _one(self, x, b):
+        total = self.scales[b] * ((x - self.targets[b]) ** 2).sum()
+        if b == self.broken and self.calls >= self.breaks_at:
+            total = total * float("nan")
+        return total
+
+    def value_and_grad(self, xs):
+        self.calls += 1
+        totals = torch.stack([self._one(xs[b], b) for b in range(len(xs))])
+        grad = torch.stack([2 * self.scales[b] * (xs[b] - self.targets[b]) for b in range(len(xs))])
+        return [{"style": t} for t in totals], totals, grad
+
+    def value(self, xs):
+        totals = torch.stack([self._one(xs[b], b) for b in range(len(xs))])
+        return [{"style": t} for t in totals], totals
+
+
+class AlonePicture:
+    """One picture of a Bowl, as run_lbfgs sees it (the Evaluator protocol)."""
+
+    def __init__(self, bowl, b):
+        self.bowl, self.b = bowl, b
+
+    def value_and_grad(self, x):
+        self.bowl.calls += 1
+        total = self.bowl._one(x[0], self.b)
+        return (
+            {"style": total},
+            total,
+            2 * self.bowl.scales[self.b] * (x - self.bowl.targets[self.b]),
+        )
+
+    def value(self, x):
+        total = self.bowl._one(x[0], self.b)
+        return {"style": total}, total
+
+
+def test_each_picture_keeps_its_own_lbfgs_and_its_own_stop():
+    generator = torch.Generator().manual_seed(1)
+    targets = torch.randn(3, 3, 8, 8, generator=generator, dtype=torch.float64)
+    # Bowls of different curvature, so the pictures' L-BFGS states truly differ.
+    scales = [0.5, 3.0, 40.0]
+    x0 = torch.zeros(3, 3, 8, 8, dtype=torch.float64)
+    args = {"iterations": 12, "history": 5, "learning_rate": 1.0, "first_step": 0.1}
+    together = run_lbfgs_batch(Bowl(targets, scales, broken=1, breaks_at=5), x0, **args)
+    for b in range(3):
+        bowl = Bowl(targets, scales, broken=1, breaks_at=5)
+        alone = run_lbfgs(AlonePicture(bowl, b), x0[b : b + 1], **args)
+        assert together[b].iterations == alone.iterations
+        assert together[b].best_iteration == alone.best_iteration
+        assert together[b].losses == pytest.approx(alone.losses, rel=1e-12)
+        torch.testing.assert_close(together[b].image, alone.image, rtol=1e-12, atol=1e-12)
+        assert (together[b].stopped is None) == (alone.stopped is None)
+    assert together[1].stopped is not None and together[1].iterations == 4
+    assert together[0].iterations == together[2].iterations == 12
+
+
+@pytest.mark.parametrize(("preset", "iterations"), [("classic", 10), ("chain-blurred", 4)])
+def test_a_batch_of_three_gives_the_one_at_a_time_pictures(network, same_size, preset, iterations):
+    config, _ = resolve(preset, {"size": 64, "seed": 2, "optimizer": {"iterations": iterations}})
+    alone = [transfer(p, [STYLE], config, network=network) for p in same_size]
+    together = transfer_batch(same_size, [STYLE], config, network=network)
+    for a, b in zip(alone, together, strict=True):
+        assert b.iterations == a.iterations and b.seed == a.seed == 2
+        assert b.final_losses["total"] == pytest.approx(a.final_losses["total"], rel=2e-3)
+        difference = np.abs(np.asarray(a.image, float) - np.asarray(b.image, float))
+        assert difference.mean() < 0.5  # 8-bit levels
+
+
+def test_auto_is_one_on_the_cpu_and_a_number_is_kept():
+    config, _ = resolve("classic")
+    assert batch_size("auto", config, (512, 341), torch.device("cpu")) == 1
+    assert batch_size(4, config, (512, 341), torch.device("cpu")) == 4
+
+
+def test_the_command_batches_pictures_of_one_size_and_runs_the_rest_alone(same_size, tmp_path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for p in same_size:
+        (folder / p.name).write_bytes(p.read_bytes())
+    tall = resize_to(load_image(DATA / "shipwreck.jpg"), (40, 64))  # another size
+    save_image(tall, folder / "tall.png")
+    (folder / "broken.png").write_bytes(b"not a picture")
+    outputs = {}
+    for size in ("3", "1"):
+        out = tmp_path / f"out-{size}"
+        args = ["transfer", str(folder), str(STYLE), "--out-dir", str(out), "--size", "64"]
+        args += ["-n", "6", "--seed", "0", "--preset", "classic", "--json", "--batch-size", size]
+        result = runner.invoke(app, args)
+        assert result.exit_code == 1  # the broken picture, alone
+        assert "broken.png" in result.stderr
+        lines = [json.loads(line) for line in result.stdout.splitlines()]
+        assert len(lines) == 4
+        outputs[size] = out
+    for p in sorted(outputs["1"].glob("*.png")):
+        a = np.asarray(Image.open(p), dtype=float)
+        b = np.asarray(Image.open(outputs["3"] / p.name), dtype=float)
+        assert np.abs(a - b).mean() < 0.5, p.name
+
+
+@pytest.mark.parametrize("text", ["0", "-2", "many"])
+def test_a_bad_batch_size_is_one_line(text, same_size, tmp_path):
+    args = ["transfer", str(same_size[0].parent), str(STYLE), "--out-dir", str(tmp_path)]
+    result = runner.invoke(app, [*args, "--batch-size", text])
+    assert result.exit_code == 1
+    assert "--batch-size must be auto or a number" in error_line(result)
