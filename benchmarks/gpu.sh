@@ -9,7 +9,8 @@
 # about three minutes on an H100: the benchmark of classic and chain-blurred at 512 px in
 # fp32 (iterations captured as CUDA graphs), bf16, and fp32 eager (and of the three
 # distribution presets in fp32); the start-up phase by phase; the CUDA graph tests; then
-# chain-blurred end to end at 512 px for 500 iterations in fp32 and bf16.
+# chain-blurred end to end at 512 px for 500 iterations in fp32 and bf16, and a folder of
+# 16 pictures at 512 px (classic, 300 iterations) one at a time and with --batch-size auto.
 # Results go to RESULTS_DIR (default: out/gpu): bench.md (the Markdown sections that
 # benchmarks.run writes), end-to-end JSON lines and the pictures.
 set -euo pipefail
@@ -18,6 +19,7 @@ PY=${PYTHON:-python3}
 RESULTS=${1:-out/gpu}
 SIZE=${SIZE:-512}          # smaller values make a quick rehearsal on a CPU-only machine
 ITERATIONS=${ITERATIONS:-500}
+FOLDER_ITERATIONS=${FOLDER_ITERATIONS:-300}
 TIMED=${TIMED:-20}
 mkdir -p "$RESULTS"
 
@@ -77,6 +79,14 @@ for precision in fp32 bf16; do
         -p chain-blurred --size "$SIZE" -n "$ITERATIONS" --seed 0 --precision "$precision" \
         -q --json -o "$RESULTS/chain-blurred-$SIZE-$precision.png" \
         >> "$RESULTS/end-to-end.jsonl" ; } 2>> "$RESULTS/end-to-end.txt"
+done
+# A folder of 16 pictures, classic, 300 iterations: one at a time, then --batch-size auto.
+"$PY" -m benchmarks.ray_batch "$RESULTS/folder" --count 16 --size "$SIZE" > /dev/null
+for together in 1 auto; do
+    TIMEFORMAT="16 pictures, $SIZE px, classic, $FOLDER_ITERATIONS iterations, --batch-size $together: %R s wall"
+    { time "${NEURALART[@]}" transfer "$RESULTS/folder/in" examples/starry_night.jpg \
+        -p classic --size "$SIZE" -n "$FOLDER_ITERATIONS" --seed 0 -q --batch-size "$together" \
+        --out-dir "$RESULTS/folder/out-$together" ; } 2>> "$RESULTS/end-to-end.txt"
 done
 cat "$RESULTS/end-to-end.jsonl" "$RESULTS/end-to-end.txt"
 
