@@ -1,4 +1,4 @@
-"""Content, style and TV terms and the weighted objective (docs/method.md §2-§3).
+"""Content, style, TV and temporal terms and the weighted objective (docs/method.md §2-§3).
 
 Normalisation is size-invariant (docs/method.md §2 [decided]): statistics are divided by the
 number of positions and every squared distance is a mean over the entries compared, so
@@ -9,6 +9,7 @@ divided by their sum, separately for content and style.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -47,6 +48,28 @@ def tv_loss(x: Tensor, pixel_scale: float) -> Tensor:
     return (dx + dy) / (pixel_scale * pixel_scale)
 
 
+@dataclass(frozen=True)
+class Temporal:
+    """The temporal term of video stylisation (Ruder, Dosovitskiy & Brox 2016, short-term):
+    ``weight`` · (1/D) Σ_p c(p) (x(p) − ω(p))², D the number of pixel values.
+
+    ``target`` ω is the previous stylised frame warped into the current frame, in the
+    network's pixel space; ``weights`` c are 1 where the optical flow can be trusted and 0
+    at disocclusions and motion boundaries. Both are on the picture's grid (the objective's
+    caller resizes them to each coarse-to-fine level).
+    """
+
+    target: Tensor  # (1, 3, H, W) ω, network space
+    weights: Tensor  # (1, 1, H, W) c in [0, 1]
+    weight: float
+
+
+def temporal_loss(x: Tensor, temporal: Temporal, pixel_scale: float) -> Tensor:
+    """(1/D) Σ_p c(p) (x(p) − ω(p))², in [0, 1] pixel units like :func:`tv_loss`."""
+    squared = (x - temporal.target).pow(2) * temporal.weights  # (1, 3, H, W)
+    return squared.sum() / (x.numel() * pixel_scale * pixel_scale)
+
+
 # The style targets, by term label: what a batch of contents on the same style reuses.
 StyleState = dict[str, Any]
 
@@ -64,7 +87,8 @@ class Objective:
     weights (summing to 1); the statistic combines their targets. ``tiles`` plans the
     tiles in which the targets' images are run (print sizes); the targets are the same,
     and the content targets are then kept as each tile's block (``content_blocks``, in a
-    temporary file with ``spill``) instead of whole maps.
+    temporary file with ``spill``) instead of whole maps. ``temporal`` adds the temporal
+    term of a video frame (reported as "temporal"; whole pictures only, not in tiles).
     """
 
     def __init__(
@@ -81,6 +105,7 @@ class Objective:
         style_state: StyleState | None = None,
         tiles: TilePlanner | None = None,
         spill: bool = False,
+        temporal: Temporal | None = None,
     ) -> None:
         self.network = network
         self.device = next(network.parameters()).device
@@ -90,6 +115,8 @@ class Objective:
         self.content_weight = content.weight if content_image is not None else 0.0
         self.style_weight = style.weight
         self.tv_weight = tv_weight
+        self.temporal = temporal
+        self.temporal_weight = temporal.weight if temporal is not None else 0.0
         self.pixel_scale = pixel_scale
         self.content_terms = content_terms(content) if self.content_weight > 0 else []
         self.style_terms: list[Term] = style_terms(style)
@@ -193,6 +220,8 @@ class Objective:
             )
         if self.tv_weight > 0:
             out["tv"] = tv_loss(x, self.pixel_scale)
+        if self.temporal is not None:
+            out["temporal"] = temporal_loss(x, self.temporal, self.pixel_scale)
         return out
 
     def value_and_grad(self, x: Tensor) -> tuple[dict[str, Tensor], Tensor, Tensor]:
@@ -215,6 +244,9 @@ class Objective:
             if key in terms:
                 part = terms[key] * weight
                 loss = part if loss is None else loss + part
+        if "temporal" in terms:  # a video frame's temporal term
+            part = terms["temporal"] * self.temporal_weight
+            loss = part if loss is None else loss + part
         if loss is None:
             raise ValueError("the objective has no terms")
         return loss

@@ -38,7 +38,7 @@ from neuralart.images import (
     to_sixteen_bit,
 )
 from neuralart.layers import MIN_EDGE
-from neuralart.losses import Objective, StyleState
+from neuralart.losses import Objective, StyleState, Temporal
 from neuralart.memory import MemoryPlan, plan_memory
 from neuralart.optimize import Callback, Evaluator, OptimizeResult, StepEvent, run_lbfgs
 from neuralart.stats import statistic_for
@@ -381,10 +381,13 @@ def build_objective(
     level: Level,
     style_cache: dict[Any, StyleState] | None = None,
     plan: MemoryPlan | None = None,
+    *,
+    temporal: Temporal | None = None,
 ) -> Objective:
     """Stage 3: the objective at one level, its targets computed at that level's size (or
     taken from ``style_cache``, which a batch keeps across contents), tile by tile where
-    the level's memory ``plan`` has tiles."""
+    the level's memory ``plan`` has tiles. ``temporal`` (a video frame's temporal term, on
+    the output's grid) is resized to the level."""
     conv = network.convention
     device = network_device(network)
     width, height = level.size
@@ -411,10 +414,29 @@ def build_objective(
         style_state=cached,
         tiles=plan.tiles if plan is not None and plan.tile is not None else None,
         spill=plan is not None and plan.spill,
+        temporal=_at_level(temporal, level.size),
     )
     if style_cache is not None and cached is None:
         style_cache[key] = objective.style_state
     return objective
+
+
+def _at_level(temporal: Temporal | None, size: tuple[int, int]) -> Temporal | None:
+    """The temporal term's target and weights at a level of (width, height)."""
+    if temporal is None or temporal.target.shape[-2:] == (size[1], size[0]):
+        return temporal
+    target = _resized(temporal.target, size)
+    return Temporal(target, _resized(temporal.weights, size), temporal.weight)
+
+
+def _resized(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """A (1, C, H, W) tensor at (width, height): area averages when shrinking."""
+    height, width = size[1], size[0]
+    if x.shape[-2:] == (height, width):
+        return x
+    if height <= x.shape[-2] and width <= x.shape[-1]:
+        return F.interpolate(x, size=(height, width), mode="area")
+    return F.interpolate(x, size=(height, width), mode="bilinear", align_corners=False)
 
 
 def run_level(
@@ -500,6 +522,8 @@ def transfer(
     fit_levels: bool = True,
     bit_depth: int = 8,
     on_tile: TileCallback | None = None,
+    temporal: Temporal | None = None,
+    init_image: torch.Tensor | None = None,
 ) -> TransferResult:
     """Stylise the content image with the style image(s) under ``config``.
 
@@ -514,7 +538,10 @@ def transfer(
     small (see :func:`plan_levels`). ``bit_depth`` 16 also keeps the picture's 16-bit
     pixels (``pixels16``). A level that does not fit the memory there is runs tile by tile
     (``config.tile``; see :func:`neuralart.memory.plan_memory`), telling ``on_tile`` of
-    each tile done within an iteration.
+    each tile done within an iteration. A video frame (:mod:`neuralart.video.stylise`)
+    adds ``temporal``, its temporal term on the output's grid (whole pictures only), and
+    starts from ``init_image`` ((1, 3, H, W) network space, resized to the first level)
+    instead of ``config.optimizer.init``.
     """
     started = time.perf_counter()
     seed = config.seed if config.seed is not None else secrets.randbelow(2**31)
@@ -542,6 +569,8 @@ def transfer(
             NeuralartWarning,
             stacklevel=2,
         )
+    if temporal is not None and any(plan.tile is not None for plan in plans):
+        raise NeuralartError("a video frame runs whole, not in tiles: use a smaller --size")
     if network is None:
         network = load_network(config, device)
     tune_device(device)
@@ -552,9 +581,13 @@ def transfer(
     records: list[LevelRecord] = []
     result: OptimizeResult | None = None
     for level, plan in zip(levels, plans, strict=True):
-        objective = build_objective(network, config, inputs, level, style_cache, plan)
+        objective = build_objective(
+            network, config, inputs, level, style_cache, plan, temporal=temporal
+        )
         width, height = level.size
-        if x is None:
+        if x is None and init_image is not None:  # a video frame: the warped previous one
+            x0 = _resized(init_image.to(network_device(network)), level.size).clone()
+        elif x is None:
             content = objective.content_image
             x0 = _init_image(config, torch.Size((1, 3, height, width)), network, seed, content)
         else:  # the previous level's result, upsampled
