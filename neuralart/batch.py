@@ -30,7 +30,7 @@ from neuralart.config import Config
 from neuralart.errors import NeuralartError
 from neuralart.losses import Objective, StyleState
 from neuralart.memory import plan_memory
-from neuralart.optimize import LBFGS, OptimizeResult
+from neuralart.optimize import LBFGS, Callback, OptimizeResult, StepEvent
 from neuralart.transfer import (
     FIRST_STEP_GREY_LEVELS,
     Inputs,
@@ -90,10 +90,17 @@ def run_lbfgs_batch(
     history: int,
     learning_rate: float,
     first_step: float,
+    callback: Callback | None = None,
+    level: int = 1,
+    levels: int = 1,
+    schedule: tuple[int, ...] = (),
 ) -> list[OptimizeResult]:
     """:func:`neuralart.optimize.run_lbfgs` for each picture of the batch ``x0`` at once:
     each its own L-BFGS and best picture; a picture whose loss stops being finite keeps
-    its best picture and takes no more steps (it is still evaluated with the others)."""
+    its best picture and takes no more steps (it is still evaluated with the others).
+
+    ``callback`` hears of every iteration as one :class:`StepEvent` for the batch: its
+    loss and terms are the means over the pictures still running, its image the batch."""
     count = x0.shape[0]
     optimizers = [LBFGS(history, learning_rate, first_step, capacity=iterations) for _ in x0]
     x = x0.detach().clone()
@@ -129,6 +136,9 @@ def run_lbfgs_batch(
             losses[b].append(total)
             steps.append((b, optimizers[b].step(x[b : b + 1], grad[b : b + 1], ys)))
             done[b] = i
+        if callback is not None and steps:
+            callback(_batch_event(numbers, [b for b, _ in steps], x, i, iterations, start,
+                                  level, levels, schedule))  # fmt: skip
         for b, moved in steps:
             x[b : b + 1] = moved
     final_terms, final_totals = objective.value(x)
@@ -159,6 +169,27 @@ def run_lbfgs_batch(
             )
         )
     return results
+
+
+def _batch_event(
+    numbers: list[tuple[dict[str, float], float | None]],
+    running: list[int],
+    x: Tensor,
+    iteration: int,
+    iterations: int,
+    start: float,
+    level: int,
+    levels: int,
+    schedule: tuple[int, ...],
+) -> StepEvent:
+    """The iteration of a batch as one event: the means over the ``running`` pictures."""
+    values = [numbers[b][0] for b in running]
+    mean = {k: sum(v[k] for v in values) / len(values) for k in values[0]}
+    total = mean.pop("total")
+    elapsed = time.perf_counter() - start
+    return StepEvent(
+        iteration, iterations, total, mean, elapsed, level, levels, x.detach(), schedule
+    )
 
 
 def _read_batch(
@@ -207,11 +238,13 @@ def transfer_batch(
     style_cache: dict[Any, StyleState] | None = None,
     fit_levels: bool = True,
     bit_depth: int = 8,
+    callback: Callback | None = None,
 ) -> list[TransferResult]:
     """:func:`neuralart.transfer.transfer` for several contents of one size at once (the
     same style images, configuration and seed); one result per content, in order.
     Refuses contents whose pictures come out at different sizes, and levels that would
-    run in tiles (those go one picture at a time)."""
+    run in tiles (those go one picture at a time). ``callback`` hears of every
+    iteration of the batch (:func:`run_lbfgs_batch`)."""
     started = time.perf_counter()
     seed = config.seed if config.seed is not None else secrets.randbelow(2**31)
     torch.manual_seed(seed)
@@ -253,6 +286,10 @@ def transfer_batch(
             history=plan.history,
             learning_rate=config.optimizer.learning_rate,
             first_step=FIRST_STEP_GREY_LEVELS * conv.pixel_scale() / 255.0,
+            callback=callback,
+            level=level.index,
+            levels=len(levels),
+            schedule=tuple(lv.iterations for lv in levels),
         )
         x = torch.cat([r.image for r in results])
         for b, r in enumerate(results):

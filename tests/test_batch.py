@@ -135,6 +135,37 @@ def test_each_picture_keeps_its_own_lbfgs_and_its_own_stop():
     assert together[0].iterations == together[2].iterations == 12
 
 
+def test_the_callback_hears_each_iteration_with_the_mean_over_the_running_pictures():
+    generator = torch.Generator().manual_seed(3)
+    targets = torch.randn(3, 3, 8, 8, generator=generator, dtype=torch.float64)
+    scales = [0.5, 3.0, 40.0]
+    x0 = torch.zeros(3, 3, 8, 8, dtype=torch.float64)
+    args = {"iterations": 9, "history": 5, "learning_rate": 1.0, "first_step": 0.1}
+    events = []
+    bowl = Bowl(targets, scales, broken=1, breaks_at=5)
+    results = run_lbfgs_batch(bowl, x0, **args, callback=events.append, level=2, levels=3,
+                              schedule=(4, 9, 6))  # fmt: skip
+    assert [e.iteration for e in events] == list(range(1, 10))
+    assert [e.completed for e in events] == list(range(5, 14)) and events[0].total == 19
+    assert all(e.level == 2 and e.levels == 3 and e.image.shape == x0.shape for e in events)
+    for e in events:  # picture 1 turns NaN at its 5th evaluation and drops out of the mean
+        running = [b for b in range(3) if e.iteration <= results[b].iterations]
+        expected = np.mean([results[b].losses[e.iteration - 1] for b in running])
+        assert e.loss == pytest.approx(expected, rel=1e-12)
+        assert e.terms["style"] == pytest.approx(expected, rel=1e-12)
+    assert results[1].iterations == 4
+
+
+def test_the_command_shows_the_iterations_of_a_batch(same_size, tmp_path):
+    args = ["transfer", str(same_size[0].parent), str(STYLE), "--out-dir", str(tmp_path)]
+    args += ["--size", "64", "-n", "2", "--seed", "0", "--batch-size", "3"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "optimising 3 together: iteration 1/2" in result.stderr
+    assert "optimising 3 together: iteration 2/2" in result.stderr
+    assert len(list(tmp_path.glob("*.png"))) == 3
+
+
 @pytest.mark.parametrize(("preset", "iterations"), [("classic", 10), ("chain-blurred", 4)])
 def test_a_batch_of_three_gives_the_one_at_a_time_pictures(network, same_size, preset, iterations):
     config, _ = resolve(preset, {"size": 64, "seed": 2, "optimizer": {"iterations": iterations}})

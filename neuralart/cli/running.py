@@ -243,10 +243,15 @@ def run_batches(
                 together = " (together)" if len(chunk) > 1 else ""
                 typer.echo(f"{label} {names}{together}", err=True)
             try:
-                with reported_warnings(quiet):
+                with reported_warnings(quiet), Progress(quiet or as_json) as progress:
+                    progress.begin(
+                        f"optimising {len(chunk)} together",
+                        sum(config.optimizer.level_iterations(max(size))),
+                    )
                     results = transfer_batch(
                         [c for _, c, _ in chunk], style, config, network=network,
                         style_cache=style_cache, fit_levels=fit, bit_depth=bit_depth,
+                        callback=progress,
                     )  # fmt: skip
             except NeuralartError:
                 alone.extend(chunk)
