@@ -177,6 +177,43 @@ def test_a_video_with_sound_gives_a_video_with_its_frames_rate_and_sound(tmp_pat
     assert not [p for p in tmp_path.iterdir() if "partial" in p.name or p.name.startswith(".")]
 
 
+def decoded_sound(path: Path) -> tuple[int, np.ndarray]:
+    with av.open(str(path)) as container:
+        rate = container.streams.audio[0].rate
+        return rate, np.concatenate([f.to_ndarray() for f in container.decode(audio=0)], axis=1)
+
+
+def sound_packets(path: Path) -> list[bytes]:
+    with av.open(str(path)) as container:
+        return [bytes(p) for p in container.demux(audio=0) if p.size]
+
+
+@pytest.mark.parametrize("suffix", [".mp4", ".mkv"])
+def test_a_recorded_clip_keeps_its_frame_count_rate_and_sound(tmp_path, suffix):
+    """tests/data/big_buck_bunny.mp4: 24 frames of a real film at 25 fps with stereo AAC
+    sound (tests/data/README.md), whose first packet is AAC's priming frame at a negative
+    time. The sound is copied packet for packet: into MP4 with that frame (an edit list
+    hides it), so it decodes to the very same samples; into Matroska without it (a
+    negative time there would delay the pictures)."""
+    clip = DATA / "big_buck_bunny.mp4"
+    out = tmp_path / f"bunny{suffix}"
+    args = ["--size", "48", "-n", "2", "--frame-iterations", "1", "--seed", "0"]
+    result = run_video(str(clip), str(STYLE), *args, "-o", str(out), "--json")
+    assert result.exit_code == 0, result.output
+    info = probe(out)
+    assert (info.frame_count, info.fps, info.has_audio) == (24, Fraction(25), True)
+    assert max(info.size) == 48
+    with av.open(str(out)) as container:
+        assert next(container.decode(video=0)).time == 0.0  # the pictures start with the sound
+    packets = sound_packets(clip)
+    assert len(packets) == 46
+    assert sound_packets(out) == (packets if suffix == ".mp4" else packets[1:])
+    (rate_in, sound_in), (rate_out, sound_out) = decoded_sound(clip), decoded_sound(out)
+    assert rate_out == rate_in == 48_000 and sound_out.shape == sound_in.shape == (2, 46_080)
+    if suffix == ".mp4":
+        assert np.array_equal(sound_out, sound_in)
+
+
 def test_a_folder_of_frames_gives_a_folder_of_frames(tmp_path):
     clip = frame_folder(tmp_path / "clip", pan(4))
     out = tmp_path / "styled"

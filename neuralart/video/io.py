@@ -57,6 +57,7 @@ _AUDIO_COPYABLE = {
 }
 _AUDIO_FALLBACK = {".mp4": "aac", ".mov": "aac", ".mkv": "aac", ".webm": "libopus"}
 _AUDIO_BIT_RATE = {"aac": 192_000, "libopus": 128_000}
+_EDIT_LISTS = {".mp4", ".mov"}  # containers that hide a negative start with an edit list
 _GIF_MAX_FPS = 50  # browsers slow down GIF frames shorter than 2/100 s
 
 
@@ -605,6 +606,14 @@ class _AudioCopy:
             self.stream.bit_rate = _AUDIO_BIT_RATE[encoder]
         self.packets = source.demux(self.source_stream)
         self.pending: Any = None
+        # The last packet that ends before time zero goes out with the first one after
+        # it: a decoder needs it to decode that one right (AAC's priming frame, which an
+        # edit list hides, has a negative time stamp). Re-encoding, it only feeds the
+        # decoder; copied, it keeps its negative time stamp, which MP4 and QuickTime
+        # hide with an edit list, but Matroska would shift every stream to make it
+        # non-negative, moving the pictures against the sound, so there it is left out.
+        self.preroll: Any = None
+        self.keep_preroll = not self.copy or suffix in _EDIT_LISTS
         self.done = False
 
     def copy_until(self, end: float) -> None:
@@ -623,12 +632,19 @@ class _AudioCopy:
                 self.pending = packet
                 break
             duration = float(packet.duration * packet.time_base) if packet.duration else 0.0
-            if start + duration <= 0:  # before the first video frame
+            if start + duration <= 0:  # before the first video frame: at most the pre-roll
+                self.preroll = packet if self.keep_preroll else None
                 continue
-            if self.copy:
-                self._remux(packet)
-            else:
-                self._reencode(packet)
+            if self.preroll is not None:
+                self._write(self.preroll)
+                self.preroll = None
+            self._write(packet)
+
+    def _write(self, packet: Any) -> None:
+        if self.copy:
+            self._remux(packet)
+        else:
+            self._reencode(packet)
 
     def _remux(self, packet: Any) -> None:
         shift = round(self.origin / packet.time_base)
