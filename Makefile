@@ -10,7 +10,10 @@ install: $(STAMP)
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --editable '.[dev,ray,video]'
+	$(BIN)/python -m pip install --quiet --editable '.[dev,ray,video,cpu-cache]'
+	@# The CPU block cache (neuralart/cpucache.py): compiled once per torch version; without
+	@# a C++ compiler it says so in one line and neuralart runs without it.
+	-$(BIN)/python -m neuralart.cpucache build
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 from benchmarks.images import picture
+from neuralart import cpucache
 
 
 def main() -> None:
@@ -37,7 +38,7 @@ def main() -> None:
     peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     print(
         f"| {preset} | {size} | {iterations} | {seconds:.0f} | {peak_kib / 2**20:.2f} GiB "
-        f"| {platform.machine()} CPU |"
+        f"| {platform.machine()} CPU, block cache {cpucache.expected()} |"
     )
 
 

@@ -162,7 +162,12 @@ def device_name(device: Any) -> str:
 
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    return f"{platform.machine()} CPU, {torch.get_num_threads()} threads"
+    from neuralart import cpucache
+
+    return (
+        f"{platform.machine()} CPU, {torch.get_num_threads()} threads, "
+        f"block cache {cpucache.state()}"
+    )
 
 
 def run_child(preset: str, size: int, args: argparse.Namespace) -> dict[str, Any]:

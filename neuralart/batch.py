@@ -26,6 +26,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from neuralart import cpucache
 from neuralart.config import Config
 from neuralart.errors import NeuralartError
 from neuralart.losses import Objective, StyleState
@@ -262,6 +263,7 @@ def transfer_batch(
     records: list[list[LevelRecord]] = [[] for _ in inputs]
     results: list[OptimizeResult] = []
     for level in levels:
+        cpucache.release()  # the blocks cached at the previous level's sizes
         plan = plan_memory(config, level.size, device)
         if plan.tile is not None:
             raise NeuralartError("a batch runs whole pictures; this level needs tiles")
@@ -306,6 +308,7 @@ def transfer_batch(
                 )
             )
         del objectives
+    cpucache.release()
     seconds = time.perf_counter() - started
     out = []
     for b, (picture, result) in enumerate(zip(inputs, results, strict=True)):

@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from neuralart import cpucache
 from neuralart.color import luminance, match_colors, match_luminance, with_chrominance
 from neuralart.config import Config
 from neuralart.errors import NeuralartError, NeuralartWarning
@@ -83,7 +84,10 @@ def tune_device(device: torch.device) -> None:
     """CUDA: let cuDNN pick the fastest convolution algorithms for each picture size, and
     run the network's float32 convolutions on TF32 tensor cores where the GPU has them
     (Ampere and later; a 10-bit mantissa in the products, float32 accumulation). The
-    statistics' matrix products stay in full float32."""
+    statistics' matrix products stay in full float32. CPU: the block cache
+    (:mod:`neuralart.cpucache`) serves the feature maps, where it is built."""
+    if device.type == "cpu":
+        cpucache.enable()
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
         torch.backends.cudnn.allow_tf32 = True
@@ -581,6 +585,7 @@ def transfer(
     records: list[LevelRecord] = []
     result: OptimizeResult | None = None
     for level, plan in zip(levels, plans, strict=True):
+        cpucache.release()  # the blocks cached at the previous level's sizes
         objective = build_objective(
             network, config, inputs, level, style_cache, plan, temporal=temporal
         )
@@ -620,6 +625,7 @@ def transfer(
         if result.stopped:
             break
     assert result is not None and x is not None
+    cpucache.release()
     image, pixels16 = finish(x, inputs, config, network, bit_depth)
     return TransferResult(
         image=image,

@@ -1,0 +1,174 @@
+"""The CPU block cache: torch's CPU allocator, keeping freed feature maps for reuse.
+
+Why: every iteration allocates and frees the same feature maps, most of them above
+glibc's mmap threshold, so glibc maps each afresh and unmaps it on free, and every pass
+pays page faults on hundreds of megabytes (BENCHMARKS.md, "CPU page faults"). Keeping
+freed memory in glibc's heap removes the faults but fragments the heap across sizes
+(peaks 8-100 % higher). The cache in ``native/cpu_cache.cpp`` keeps freed blocks of
+1 MiB or more, mapped from the kernel in whole pages, for the next request of the same
+size; the blocks in use and cached together never exceed the most in use at once since
+the last release (SLACK 0: the largest cached blocks are unmapped first when a new block
+would go beyond it), so the footprint of the large blocks stays that of freeing them.
+:func:`release` unmaps every cached block; a run calls it before each level (the sizes
+change) and at its end. SLACK and FIT were chosen by measurement (BENCHMARKS.md, "CPU
+page faults: a block cache"): more slack or a looser fit gained a few per cent of speed
+for peaks 7-40 % higher.
+
+It is a small C++ extension of torch, compiled once per torch version on a machine with
+a C++ compiler and ninja: ``python -m neuralart.cpucache build`` (``make install`` does
+it). Where it has not been built, or with ``NEURALART_CPU_CACHE=off``, torch's own
+allocator serves the CPU as before: the pictures are the same either way, only the
+seconds differ. ``python -m neuralart.cpucache status`` says which it is.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+import sys
+from pathlib import Path
+from types import ModuleType
+
+SOURCE = Path(__file__).parent / "native" / "cpu_cache.cpp"
+NAME = "neuralart_cpu_cache"
+MIN_BLOCK = 1 << 20  # smaller requests go to torch's allocator (glibc's heap serves them)
+SLACK = 0.0  # in use + cached <= (1 + SLACK) x the most in use at once
+FIT = 1.0  # a request takes a cached block up to this many times its size (in pages)
+
+_module: ModuleType | None = None
+_state = "not used"
+
+
+def build_dir() -> Path:
+    """Where the extension is built: one folder per torch version, Python and source."""
+    import torch
+
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    digest = hashlib.sha256(SOURCE.read_bytes()).hexdigest()[:12]
+    tag = f"torch-{torch.__version__}-{sys.implementation.cache_tag}-{digest}"
+    return Path(base) / "neuralart" / "cpu-cache" / tag
+
+
+def _library() -> Path:
+    return build_dir() / f"{NAME}.so"
+
+
+def build(verbose: bool = False) -> Path:
+    """Compile the extension into :func:`build_dir` (about 30 s); its path."""
+    from torch.utils.cpp_extension import load
+
+    folder = build_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    # torch runs `ninja` from PATH; the ninja wheel puts it beside this interpreter.
+    where = [str(Path(sys.executable).parent)]
+    try:
+        import ninja
+
+        where.append(str(ninja.BIN_DIR))
+    except (ImportError, AttributeError):
+        pass
+    os.environ["PATH"] = os.pathsep.join([*where, os.environ.get("PATH", "")])
+    load(
+        name=NAME,
+        sources=[str(SOURCE)],
+        build_directory=str(folder),
+        extra_cflags=["-O3"],
+        verbose=verbose,
+    )
+    return _library()
+
+
+def _load() -> ModuleType | None:
+    library = _library()
+    if not library.is_file():
+        return None
+    spec = importlib.util.spec_from_file_location(NAME, library)
+    if spec is None or spec.loader is None:
+        return None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def switched_off() -> bool:
+    return os.environ.get("NEURALART_CPU_CACHE", "").lower() in ("off", "0", "no", "false")
+
+
+def expected() -> str:
+    """What :func:`enable` would give in a new process: ``on`` (built and not switched
+    off), ``off`` or ``not built``; loads nothing."""
+    if switched_off():
+        return "off"
+    return "on" if _library().is_file() else "not built"
+
+
+def enable() -> str:
+    """Make the cache torch's CPU allocator where it is built and not switched off; the
+    state: ``on``, ``off`` (NEURALART_CPU_CACHE=off), ``not built`` or ``failed: ...``."""
+    global _module, _state
+    if _module is not None:
+        return _state
+    if switched_off():
+        _state = "off"
+        return _state
+    try:
+        module = _load()
+    except (ImportError, OSError) as exc:  # built for another torch, a broken file
+        _state = f"failed: {exc}".splitlines()[0]
+        return _state
+    if module is None:
+        _state = "not built"
+        return _state
+    module.install(MIN_BLOCK, SLACK, FIT)
+    _module = module
+    _state = "on" if module.installed() else "failed: another CPU allocator has priority"
+    return _state
+
+
+def state() -> str:
+    """``on``, ``off``, ``not built``, ``failed: ...``, or ``not used`` (a GPU run)."""
+    return _state
+
+
+def release() -> None:
+    """Free every cached block (a no-op without the cache)."""
+    if _module is not None:
+        _module.release()
+
+
+STATS = ("cached", "hits", "misses", "in_use", "most_in_use", "evicted")
+
+
+def stats() -> dict[str, int]:
+    """Bytes cached and in use now, the most in use at once since the last release, the
+    requests served from the cache and not, and the cached blocks unmapped to keep the
+    budget."""
+    values = _module.stats() if _module is not None else [0] * len(STATS)
+    return dict(zip(STATS, values, strict=True))
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if args == ["status"]:
+        print(f"the CPU block cache: {enable()}")
+        return 0
+    if args != ["build"]:
+        print("usage: python -m neuralart.cpucache build|status", file=sys.stderr)
+        return 2
+    try:
+        path = build()
+    except Exception as exc:  # no compiler, no ninja: the tool runs without the cache
+        line = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+        print(
+            f"neuralart: the CPU block cache was not built ({line}); "
+            "neuralart runs without it, at torch's usual speed on the CPU",
+            file=sys.stderr,
+        )
+        return 1
+    print(f"built the CPU block cache: {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
