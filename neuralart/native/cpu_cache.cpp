@@ -63,7 +63,11 @@ class BlockCache final : public c10::Allocator {
     return {ptr, ptr, &BlockCache::give_back, c10::Device(c10::DeviceType::CPU)};
   }
 
-  c10::DeleterFnPtr raw_deleter() const override { return &BlockCache::give_back; }
+  // Without a raw deleter of the allocator it replaces, every request goes to that one
+  // (see allocate), and raw allocation is as unsupported as it was there.
+  c10::DeleterFnPtr raw_deleter() const override {
+    return small_deleter_ == nullptr ? nullptr : &BlockCache::give_back;
+  }
 
   void copy_data(void* dest, const void* src, std::size_t count) const override {
     std::memcpy(dest, src, count);
