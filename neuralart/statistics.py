@@ -51,6 +51,9 @@ def upsample_nearest(x: Tensor, size: tuple[int, int], index: Resampling = None)
     """(B, C, h, w) -> (B, C, H, W), nearest neighbour to the exact size."""
     h, w = x.shape[-2:]
     if index is None:
+        odd = _pooled_remainders(size, (h, w))
+        if odd is not None:
+            return _pooled_upsample(x, size, odd)
         index = (nearest_index(size[0], h, x.device), nearest_index(size[1], w, x.device))
     return x.index_select(-2, index[0]).index_select(-1, index[1])
 
@@ -90,8 +93,11 @@ def upsample_adjoint(x: Tensor, size: tuple[int, int], index: Resampling = None)
     if index is None:
         if (big_h, big_w) == (h, w):
             return x
-        if big_h == 2 * h and big_w == 2 * w:
+        odd = _pooled_remainders((big_h, big_w), size)
+        if odd == (0, 0):
             return F.conv2d(x, _kernel("sum2", x), stride=2, groups=x.shape[1])
+        if odd is not None:
+            return _pooled_adjoint(x, odd, blur=False)
         index = (nearest_index(big_h, h, x.device), nearest_index(big_w, w, x.device))
     iy, ix = index
     rows = x.new_zeros(*x.shape[:-2], h, big_w).index_add(-2, iy, x)
@@ -107,12 +113,115 @@ def blur_adjoint(x: Tensor, size: tuple[int, int], index: Resampling = None) -> 
     """up*(blur(x)): the adjoint of blur(up(·)), from x's grid down to ``size``.
 
     When the large grid is exactly twice the small one this is a single 4×4 stride-2
-    depthwise convolution.
+    depthwise convolution; on pooled grids with an odd side, the same kernel and one
+    extra row and column (below).
     """
-    big_h, big_w = x.shape[-2:]
-    if index is None and big_h == 2 * size[0] and big_w == 2 * size[1]:
+    odd = _pooled_remainders((x.shape[-2], x.shape[-1]), size) if index is None else None
+    if odd == (0, 0):
         return F.conv2d(x, _kernel("blur_sum2", x), stride=2, padding=1, groups=x.shape[1])
+    if odd is not None:
+        return _pooled_adjoint(x, odd, blur=True)
     return upsample_adjoint(box_blur(x), size, index)
+
+
+# Pooled grids. The network's 2×2 pooling halves a grid of 2s or 2s + 1 cells to s (an
+# odd last row or column is dropped), so adjacent blocks' maps are always in this
+# relation: 512×341 px gives 341 → 170 rows and 85 → 42. On 2s + 1 cells, nearest
+# upsampling back (cell i reads floor(i·s / (2s + 1))) gives cell 0 the three large
+# cells 0, 1, 2 and every other cell j the pair 2j + 1, 2j + 2: the regular pairs
+# shifted by one, with one cell left over at the start. The functions below use the
+# stride-2 kernels on the shifted grid and add that cell's row and column by hand,
+# instead of summing through an index and gathering through it in the backward pass
+# (BENCHMARKS.md, "Pooled grids with an odd side").
+
+
+def _pooled_remainders(big: tuple[int, int], small: tuple[int, int]) -> tuple[int, int] | None:
+    """(r_y, r_x) when each axis of ``big`` is 2·small + r with r in {0, 1}, else None."""
+    out = tuple(b - 2 * s for b, s in zip(big, small, strict=True))
+    return (out[0], out[1]) if all(r in (0, 1) for r in out) else None
+
+
+def _blur_1d(v: Tensor) -> Tensor:
+    """Mean of each 3 neighbours along the last axis, zero outside (always /3)."""
+    padded = F.pad(v, (1, 1))
+    return (padded[..., :-2] + padded[..., 1:-1] + padded[..., 2:]) / 3.0
+
+
+def _pair_sums_1d(v: Tensor, r: int, *, leftover: bool) -> Tensor:
+    """The nearest adjoint along the last axis for a length 2s + r: cell j sums cells
+    2j + r and 2j + r + 1; with ``leftover`` cell 0 also gets cell 0 when r = 1."""
+    out = v[..., r:].unflatten(-1, (-1, 2)).sum(-1)
+    if r and leftover:
+        out[..., 0] += v[..., 0]
+    return out
+
+
+def _pooled_upsample(g: Tensor, big: tuple[int, int], odd: tuple[int, int]) -> Tensor:
+    """Nearest upsampling of (B, C, h, w) ``g`` to ``big`` = 2·(h, w) + ``odd``, written
+    as broadcast copies (one pass; a gather through an index is several times slower)."""
+    ry, rx = odd
+    h, w = g.shape[-2:]
+    out = g.new_empty(*g.shape[:-2], *big)
+    pairs = out[..., ry:, rx:].unflatten(-1, (w, 2)).unflatten(-3, (h, 2))
+    pairs.copy_(g[..., :, None, :, None])
+    if ry:  # row 0 is the leftover row: it reads row 0 of g
+        out[..., 0, rx:].unflatten(-1, (w, 2)).copy_(g[..., 0, :, None])
+    if rx:
+        out[..., ry:, 0].unflatten(-1, (h, 2)).copy_(g[..., :, 0, None])
+    if ry and rx:
+        out[..., 0, 0] = g[..., 0, 0]
+    return out
+
+
+def _pooled_adjoint_values(x: Tensor, odd: tuple[int, int], blur: bool) -> Tensor:
+    """up*(x), or up*(blur(x)) with ``blur``, onto the grid that x's halves (see above).
+
+    Written P (the adjoint along an axis) = P₀ + E, P₀ the shifted pairs and E the
+    leftover cell, the 2-D map P_y·X·P_xᵀ is P₀_y·X·P₀_xᵀ (pairs, or with the blur one
+    stride-2 convolution) plus E_y·X·P_xᵀ (one row, into row 0) plus P₀_y·X·E_xᵀ (one
+    column, into column 0).
+    """
+    ry, rx = odd
+    if blur:
+        # Window j of the 4×4 kernel reads rows 2j + r − 1 … 2j + r + 2: no padding
+        # before an odd axis, a zero row after it.
+        padded = F.pad(x, (0, rx, 0, ry)) if rx or ry else x
+        main = F.conv2d(
+            padded, _kernel("blur_sum2", x), stride=2, padding=(1 - ry, 1 - rx), groups=x.shape[1]
+        )
+        first_row = _blur_1d((x[..., 0, :] + x[..., 1, :]) / 3.0) if ry else None
+        first_col = _blur_1d((x[..., :, 0] + x[..., :, 1]) / 3.0) if rx else None
+    else:
+        inner = x[..., ry:, rx:].contiguous()  # a strided 2×2 sum is several times slower
+        main = F.conv2d(inner, _kernel("sum2", x), stride=2, groups=x.shape[1])
+        first_row = x[..., 0, :] if ry else None
+        first_col = x[..., :, 0] if rx else None
+    if first_row is not None:  # E_y·X·P_xᵀ: row 0, with P_x's own leftover
+        main[..., 0, :] += _pair_sums_1d(first_row, rx, leftover=True)
+    if first_col is not None:  # P₀_y·X·E_xᵀ: column 0, the rows' leftover already counted
+        main[..., :, 0] += _pair_sums_1d(first_col, ry, leftover=False)
+    return main
+
+
+class _PooledAdjoint(torch.autograd.Function):
+    """up*(x) or up*(blur(x)) on pooled grids; the backward pass is blur(up(grad))."""
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, odd: tuple[int, int], blur: bool) -> Tensor:
+        ctx.big = (x.shape[-2], x.shape[-1])
+        ctx.odd = odd
+        ctx.blur = blur
+        return _pooled_adjoint_values(x, odd, blur)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None, None]:
+        up = _pooled_upsample(grad.contiguous(), ctx.big, ctx.odd)
+        return (box_blur(up) if ctx.blur else up), None, None
+
+
+def _pooled_adjoint(x: Tensor, odd: tuple[int, int], blur: bool) -> Tensor:
+    return typing.cast(Tensor, _PooledAdjoint.apply(x, odd, blur))
 
 
 class _SelfGram(torch.autograd.Function):

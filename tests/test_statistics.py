@@ -174,6 +174,39 @@ def test_blur_adjoint_is_the_adjoint_of_blurred_upsampling(
     torch.testing.assert_close(lhs, (y * out).sum(), **TOL)
 
 
+# Grids that a 2×2 pooling halves, dropping an odd last row or column: every remainder
+# (0, 0), (1, 0), (0, 1), (1, 1), at sizes down to one cell of the small grid.
+POOLED = [
+    (tuple(2 * s + r for s, r in zip(small, odd, strict=True)), small)
+    for small in ((1, 1), (3, 2), (4, 5))
+    for odd in ((0, 0), (1, 0), (0, 1), (1, 1))
+]
+
+
+@pytest.mark.parametrize("blur", [False, True])
+@pytest.mark.parametrize(("big", "small"), POOLED)
+def test_adjoints_on_pooled_grids_forward_and_backward(
+    big: tuple[int, int], small: tuple[int, int], blur: bool
+) -> None:
+    """On pooled grids the adjoints take a path of their own (stride-2 kernels and the
+    leftover first row and column): their values against the loop references, and their
+    gradients against those of the references (blur(up(g)) by the loops)."""
+    x = rand(2, 3, *big, seed=5).requires_grad_(True)
+    g = rand(2, 3, *small, seed=6)
+    out = blur_adjoint(x, small) if blur else upsample_adjoint(x, small)
+    expected = ref_adjoint(ref_blur(x) if blur else x, small)
+    torch.testing.assert_close(out, expected, **TOL)
+    (grad,) = torch.autograd.grad(out, x, g)
+    up = ref_up(g, big)
+    torch.testing.assert_close(grad, ref_blur(up) if blur else up, **TOL)
+
+
+@pytest.mark.parametrize(("big", "small"), POOLED)
+def test_upsample_nearest_on_pooled_grids(big: tuple[int, int], small: tuple[int, int]) -> None:
+    x = rand(2, 3, *small, seed=7)
+    torch.testing.assert_close(upsample_nearest(x, big), ref_up(x, big), rtol=0, atol=0)
+
+
 def test_box_blur_always_divides_by_nine() -> None:
     out = box_blur(torch.ones(1, 1, 3, 4, dtype=torch.float64))
     expected = torch.tensor([[4, 6, 6, 4], [6, 9, 9, 6], [4, 6, 6, 4]], dtype=torch.float64) / 9
