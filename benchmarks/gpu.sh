@@ -11,7 +11,8 @@
 # distribution presets in fp32); the start-up phase by phase; the CUDA graph tests; then
 # chain-blurred end to end at 512 px for 500 iterations in fp32 and bf16, and a folder of
 # 16 pictures at 512 px (classic, 300 iterations) one at a time and with --batch-size auto,
-# and neuralart video's seconds per frame (where PyAV and OpenCV are installed).
+# compare's presets on one pair likewise, and neuralart video's seconds per frame (where
+# PyAV and OpenCV are installed).
 # Results go to RESULTS_DIR (default: out/gpu): bench.md (the Markdown sections that
 # benchmarks.run writes), end-to-end JSON lines and the pictures.
 set -euo pipefail
@@ -88,6 +89,14 @@ for together in 1 auto; do
     { time "${NEURALART[@]}" transfer "$RESULTS/folder/in" examples/starry_night.jpg \
         -p classic --size "$SIZE" -n "$FOLDER_ITERATIONS" --seed 0 -q --batch-size "$together" \
         --out-dir "$RESULTS/folder/out-$together" ; } 2>> "$RESULTS/end-to-end.txt"
+done
+# compare's presets on one pair: one at a time, then together (--batch-size auto).
+COMPARE_PRESETS=${COMPARE_PRESETS:-classic,classic-shifted,chain,chain-blurred}
+for together in 1 auto; do
+    TIMEFORMAT="compare $COMPARE_PRESETS, $SIZE px, $FOLDER_ITERATIONS iterations, --batch-size $together: %R s wall"
+    { time "${NEURALART[@]}" compare examples/chelsea.jpg examples/starry_night.jpg \
+        --presets "$COMPARE_PRESETS" --size "$SIZE" -n "$FOLDER_ITERATIONS" --seed 0 -q \
+        --batch-size "$together" -o "$RESULTS/compare-$together.png" ; } 2>> "$RESULTS/end-to-end.txt"
 done
 # neuralart video: seconds per frame, 4 frames of a pan over chelsea.jpg at SIZE, 100
 # iterations on every frame (docs/video.md has the CPU's); needs PyAV and OpenCV.

@@ -1,13 +1,15 @@
 """Several pictures of one size optimised together: one network pass for all of them.
 
-A batch of contents on the same style images and configuration, at the same size, makes
-one (B, 3, H, W) tensor. Each iteration runs the network once over the batch, then each
-picture's own terms (its content targets, the shared style targets) on its slice of the
-maps, and one backward pass. The pictures' objectives are separate sums, so the gradient
-of their sum is each picture's own gradient, and each picture keeps its own L-BFGS (its
-curvature pairs, its best picture so far, its own stop when its loss stops being finite).
-The result of each picture is the one it gets alone, up to the rounding of convolutions
-run over a batch instead of one picture.
+A batch of contents on the same style images and configuration at one size (a folder,
+``--batch-size``), or several configurations on one pair (``compare``'s presets,
+:func:`compare`), makes one (B, 3, H, W) tensor. Each iteration runs the network once
+over the batch, then each picture's own terms (its content targets, its style targets,
+its method's statistics) on its slice of the maps, and one backward pass. The pictures'
+objectives are separate sums, so the gradient of their sum is each picture's own
+gradient, and each picture keeps its own L-BFGS (its curvature pairs, its best picture
+so far, its own stop when its loss stops being finite). The result of each picture is
+the one it gets alone, up to the rounding of convolutions run over a batch instead of
+one picture.
 
 On a GPU the launches of an iteration are then shared by B pictures; on a CPU, which is
 busy with one picture's arithmetic already, a batch gains little (``--batch-size auto``
@@ -20,7 +22,8 @@ import math
 import os
 import secrets
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -29,6 +32,7 @@ from torch import Tensor
 from neuralart import cpucache
 from neuralart.config import Config
 from neuralart.errors import NeuralartError
+from neuralart.layers import by_depth
 from neuralart.losses import Objective, StyleState
 from neuralart.memory import plan_memory
 from neuralart.optimize import LBFGS, Callback, OptimizeResult, StepEvent
@@ -36,6 +40,7 @@ from neuralart.transfer import (
     FIRST_STEP_GREY_LEVELS,
     Inputs,
     LevelRecord,
+    NetworkCache,
     TransferResult,
     _init_image,
     build_objective,
@@ -44,6 +49,7 @@ from neuralart.transfer import (
     plan_levels,
     prepare_inputs,
     set_precision,
+    transfer,
     tune_device,
 )
 from neuralart.vgg import VGG19Features
@@ -58,7 +64,9 @@ class BatchedObjective:
     def __init__(self, objectives: Sequence[Objective]) -> None:
         self.objectives = list(objectives)
         self.network = self.objectives[0].network
-        self.layers = self.objectives[0].layers
+        # Every layer any of the objectives reads (they may be different methods); each
+        # objective takes the maps it needs from the one pass.
+        self.layers = by_depth({name for o in self.objectives for name in o.layers})
 
     def _terms(self, xs: Tensor) -> tuple[list[dict[str, Tensor]], Tensor]:
         feats = self.network(xs, self.layers) if self.layers else {}
@@ -83,13 +91,22 @@ class BatchedObjective:
             return self._terms(xs)
 
 
+def _each(value: Any, count: int) -> list[Any]:
+    """One value per picture: a sequence as given, a single value repeated."""
+    if isinstance(value, Sequence):
+        if len(value) != count:
+            raise ValueError(f"{len(value)} values for a batch of {count}")
+        return list(value)
+    return [value] * count
+
+
 def run_lbfgs_batch(
     objective: BatchedObjective,
     x0: Tensor,
     *,
-    iterations: int,
-    history: int,
-    learning_rate: float,
+    iterations: int | Sequence[int],
+    history: int | Sequence[int],
+    learning_rate: float | Sequence[float],
     first_step: float,
     callback: Callback | None = None,
     level: int = 1,
@@ -99,11 +116,20 @@ def run_lbfgs_batch(
     """:func:`neuralart.optimize.run_lbfgs` for each picture of the batch ``x0`` at once:
     each its own L-BFGS and best picture; a picture whose loss stops being finite keeps
     its best picture and takes no more steps (it is still evaluated with the others).
+    ``iterations``, ``history`` and ``learning_rate`` are one for all or one per picture
+    (a picture with fewer iterations stops stepping when it has had them).
 
     ``callback`` hears of every iteration as one :class:`StepEvent` for the batch: its
-    loss and terms are the means over the pictures still running, its image the batch."""
+    loss and terms are the means over the pictures still running, its image the batch,
+    its count of iterations the largest."""
     count = x0.shape[0]
-    optimizers = [LBFGS(history, learning_rate, first_step, capacity=iterations) for _ in x0]
+    counts = _each(iterations, count)
+    optimizers = [
+        LBFGS(h, rate, first_step, capacity=n)
+        for n, h, rate in zip(counts, _each(history, count), _each(learning_rate, count),
+                              strict=True)
+    ]  # fmt: skip
+    iterations = max(counts, default=0)
     x = x0.detach().clone()
     best = x.clone()
     start = time.perf_counter()
@@ -114,7 +140,7 @@ def run_lbfgs_batch(
     stopped: list[str | None] = [None] * count
     losses: list[list[float]] = [[] for _ in range(count)]
     for i in range(1, iterations + 1):
-        active = [b for b in range(count) if stopped[b] is None]
+        active = [b for b in range(count) if stopped[b] is None and i <= counts[b]]
         if not active:
             break
         terms, totals, grad = objective.value_and_grad(x)
@@ -230,6 +256,22 @@ def batch_size(asked: int | str, config: Config, size: tuple[int, int], device: 
     return max(1, min(MAX_AUTO_BATCH, plan.free // plan.needed))
 
 
+def compare_batch_size(
+    asked: int | str, content: str | os.PathLike[str], configs: Sequence[Config], device: Any
+) -> int:
+    """``compare --batch-size``: a number as given; ``auto`` the fewest pictures that
+    :func:`batch_size` allows for any of the configurations at the content's size."""
+    if isinstance(asked, int) or device.type != "cuda":
+        return batch_size(asked, configs[0], (1, 1), device)
+    from PIL import Image
+
+    from neuralart.images import long_edge_size
+
+    with Image.open(content) as picture:
+        shape = picture.size
+    return min(batch_size(asked, c, long_edge_size(shape, c.size), device) for c in configs)
+
+
 def transfer_batch(
     contents: Sequence[str | os.PathLike[str]],
     style_paths: Sequence[str | os.PathLike[str]],
@@ -246,60 +288,113 @@ def transfer_batch(
     Refuses contents whose pictures come out at different sizes, and levels that would
     run in tiles (those go one picture at a time). ``callback`` hears of every
     iteration of the batch (:func:`run_lbfgs_batch`)."""
+    return transfer_together(
+        [(content, config) for content in contents],
+        style_paths,
+        network=network,
+        style_cache=style_cache,
+        fit_levels=[fit_levels] * len(contents),
+        bit_depth=bit_depth,
+        callback=callback,
+    )
+
+
+def together_key(config: Config) -> tuple[Any, ...]:
+    """What configurations optimised together must share: the network (its weights,
+    pooling and normalisation) and the precision it runs in."""
+    return (config.network, config.precision)
+
+
+def transfer_together(
+    jobs: Sequence[tuple[str | os.PathLike[str], Config]],
+    style_paths: Sequence[str | os.PathLike[str]],
+    *,
+    network: VGG19Features,
+    style_cache: dict[Any, StyleState] | None = None,
+    fit_levels: Sequence[bool] | None = None,
+    bit_depth: int = 8,
+    callback: Callback | None = None,
+) -> list[TransferResult]:
+    """:func:`neuralart.transfer.transfer` for several (content, configuration) jobs at
+    once, one network pass for all: contents of one size (a folder's pictures), or
+    several methods on one pair (``compare``'s presets). Each keeps its own objective,
+    optimiser, iterations, starting picture and seed (a configuration without a seed
+    takes the one drawn for the batch); one result per job, in order.
+
+    Refuses, in one line, jobs that do not share the network and precision
+    (:func:`together_key`), the sizes of their coarse-to-fine levels, and levels that
+    would run in tiles: those run one at a time. ``callback`` hears of every iteration
+    of the batch (:func:`run_lbfgs_batch`)."""
     started = time.perf_counter()
-    seed = config.seed if config.seed is not None else secrets.randbelow(2**31)
-    torch.manual_seed(seed)
+    configs = [config for _, config in jobs]
+    if len({together_key(c) for c in configs}) != 1:
+        raise NeuralartError("a batch needs one network and precision for all its pictures")
+    drawn = secrets.randbelow(2**31)
+    seeds = [c.seed if c.seed is not None else drawn for c in configs]
+    torch.manual_seed(seeds[0])
     device = network_device(network)
-    inputs: list[Inputs] = [prepare_inputs(c, style_paths, config, None) for c in contents]
-    sizes = {i.size for i in inputs}
+    fits = list(fit_levels) if fit_levels is not None else [True] * len(jobs)
+    inputs: list[Inputs] = [
+        prepare_inputs(content, style_paths, config, None) for content, config in jobs
+    ]
+    plans = [
+        plan_levels(config, picture, fit=fit)
+        for config, picture, fit in zip(configs, inputs, fits, strict=True)
+    ]
+    sizes = {tuple(level.size for level in levels) for levels in plans}
     if len(sizes) != 1:
         raise NeuralartError(f"a batch needs pictures of one size, got {sorted(sizes)}")
-    levels = plan_levels(config, inputs[0], fit=fit_levels)
+    first = configs[0]
     tune_device(device)
-    set_precision(network, config.precision, device)
+    set_precision(network, first.precision, device)
     setup = time.perf_counter() - started
     conv = network.convention
     x: Tensor | None = None
-    records: list[list[LevelRecord]] = [[] for _ in inputs]
+    records: list[list[LevelRecord]] = [[] for _ in jobs]
     results: list[OptimizeResult] = []
-    for level in levels:
+    for k in range(len(plans[0])):
         cpucache.release()  # the blocks cached at the previous level's sizes
-        plan = plan_memory(config, level.size, device)
-        if plan.tile is not None:
+        levels = [p[k] for p in plans]
+        width, height = levels[0].size
+        memory = [plan_memory(c, levels[0].size, device) for c in configs]
+        if any(plan.tile is not None for plan in memory):
             raise NeuralartError("a batch runs whole pictures; this level needs tiles")
         objectives = [
             build_objective(network, config, picture, level, style_cache, plan)
-            for picture in inputs
+            for config, picture, level, plan in zip(configs, inputs, levels, memory, strict=True)
         ]
-        width, height = level.size
         if x is None:
             shape = torch.Size((1, 3, height, width))
             x0 = torch.cat(
-                [_init_image(config, shape, network, seed, o.content_image) for o in objectives]
+                [
+                    _init_image(config, shape, network, seed, o.content_image)
+                    for config, seed, o in zip(configs, seeds, objectives, strict=True)
+                ]
             )
         else:
             x0 = torch.nn.functional.interpolate(
                 x, size=(height, width), mode="bilinear", align_corners=False
             )
+        longest = max(plans, key=lambda p: p[k].iterations)
         results = run_lbfgs_batch(
             BatchedObjective(objectives),
             x0,
-            iterations=level.iterations,
-            history=plan.history,
-            learning_rate=config.optimizer.learning_rate,
+            iterations=[level.iterations for level in levels],
+            history=[plan.history for plan in memory],
+            learning_rate=[c.optimizer.learning_rate for c in configs],
             first_step=FIRST_STEP_GREY_LEVELS * conv.pixel_scale() / 255.0,
             callback=callback,
-            level=level.index,
-            levels=len(levels),
-            schedule=tuple(lv.iterations for lv in levels),
+            level=k + 1,
+            levels=len(plans[0]),
+            schedule=tuple(lv.iterations for lv in longest),
         )
         x = torch.cat([r.image for r in results])
         for b, r in enumerate(results):
             records[b].append(
                 LevelRecord(
-                    size=level.size,
+                    size=levels[b].size,
                     iterations=r.iterations,
-                    history=plan.history,
+                    history=memory[b].history,
                     seconds=r.seconds,
                     final_losses=r.final,
                     tile=None,
@@ -312,12 +407,13 @@ def transfer_batch(
     seconds = time.perf_counter() - started
     out = []
     for b, (picture, result) in enumerate(zip(inputs, results, strict=True)):
+        config = configs[b]
         image, pixels16 = finish(result.image, picture, config, network, bit_depth)
         out.append(
             TransferResult(
                 image=image,
                 config=config,
-                seed=seed,
+                seed=seeds[b],
                 device=str(device),
                 precision=config.precision,
                 weights=network.source,
@@ -334,3 +430,80 @@ def transfer_batch(
             )
         )
     return out
+
+
+@dataclass
+class Comparison:
+    """The runs of :func:`compare`, in order; after Ctrl-C only those that started (the
+    last one with the picture it had reached, marked ``interrupted``)."""
+
+    results: list[TransferResult]
+    interrupted: bool = False
+
+
+def compare(
+    content_path: str | os.PathLike[str],
+    style_paths: Sequence[str | os.PathLike[str]],
+    configs: Sequence[Config],
+    *,
+    device: torch.device,
+    batch_size: int = 1,
+    on_start: Callable[[Sequence[int]], None] | None = None,
+    callback: Callback | None = None,
+) -> Comparison:
+    """Run each configuration on the same inputs, sharing networks between them.
+
+    With ``batch_size`` above 1, runs of neighbouring configurations that share the
+    network and precision go together, that many at a time, one network pass for all
+    (:func:`neuralart.batch.transfer_together`); a group whose levels differ in size or
+    need tiles runs one at a time instead. ``on_start`` hears of each run or group as
+    it starts, by the configurations' indices. Ctrl-C ends the comparison: what was
+    finished is returned, not thrown away (a group in flight is lost whole).
+    """
+    cache = NetworkCache(device)
+    done = Comparison([])
+    groups: list[list[int]] = []
+    for index, config in enumerate(configs):
+        last = groups[-1] if groups else None
+        if (
+            last is not None
+            and len(last) < batch_size
+            and together_key(configs[last[0]]) == together_key(config)
+        ):
+            last.append(index)
+        else:
+            groups.append([index])
+    for group in groups:
+        try:
+            if len(group) > 1:
+                if on_start is not None:
+                    on_start(group)
+                try:
+                    done.results += transfer_together(
+                        [(content_path, configs[i]) for i in group],
+                        style_paths,
+                        network=cache.get(configs[group[0]]),
+                        callback=callback,
+                    )
+                    continue
+                except NeuralartError:  # sizes or tiles differ: one at a time
+                    pass
+            for index in group:
+                if on_start is not None:
+                    on_start([index])
+                result = transfer(
+                    content_path,
+                    style_paths,
+                    configs[index],
+                    network=cache.get(configs[index]),
+                    device=device,
+                    callback=callback,
+                )
+                done.results.append(result)
+                if result.interrupted:
+                    done.interrupted = True
+                    return done
+        except KeyboardInterrupt:  # outside an optimisation, or a group in flight
+            done.interrupted = True
+            return done
+    return done

@@ -215,3 +215,78 @@ def test_a_bad_batch_size_is_one_line(text, same_size, tmp_path):
     result = runner.invoke(app, [*args, "--batch-size", text])
     assert result.exit_code == 1
     assert "--batch-size must be auto or a number" in error_line(result)
+
+
+# ------------------------------------------------------------------ compare's presets
+
+
+def _configs(names, iterations, **extra):
+    counts = iterations if isinstance(iterations, list) else [iterations] * len(names)
+    return [
+        resolve(name, {"size": 64, "seed": 3, "optimizer": {"iterations": n}, **extra})[0]
+        for name, n in zip(names, counts, strict=True)
+    ]
+
+
+def _same_pictures(alone, together):
+    for a, b in zip(alone, together, strict=True):
+        assert b.config.name == a.config.name
+        assert b.iterations == a.iterations and b.seed == a.seed == 3
+        assert b.final_losses["total"] == pytest.approx(a.final_losses["total"], rel=2e-3)
+        difference = np.abs(np.asarray(a.image, float) - np.asarray(b.image, float))
+        assert difference.mean() < 0.5  # 8-bit levels
+
+
+def test_presets_on_one_pair_together_give_the_one_at_a_time_pictures():
+    """Three methods with different layers and statistics (classic's five Grams, the
+    chain's sixteen layers, blurred pairs) and different iteration counts, in one
+    network pass: each picture is the one it gets alone, and they did run as one group."""
+    from neuralart.batch import compare
+
+    configs = _configs(["classic", "chain", "chain-blurred"], [8, 4, 6])
+    content = DATA / "china.jpg"
+    groups = {1: [], 3: []}
+    runs = {
+        size: compare(content, [STYLE], configs, device=torch.device("cpu"), batch_size=size,
+                      on_start=groups[size].append).results
+        for size in (1, 3)
+    }  # fmt: skip
+    assert groups == {1: [[0], [1], [2]], 3: [[0, 1, 2]]}
+    assert [r.iterations for r in runs[3]] == [8, 4, 6]
+    _same_pictures(runs[1], runs[3])
+
+
+def test_presets_that_cannot_share_a_pass_run_apart():
+    """Another network (max pooling) starts a group of its own; a group whose levels
+    differ in size falls back to one run at a time, with the same pictures."""
+    from neuralart.batch import compare
+
+    configs = _configs(["classic", "chain"], 3)
+    pooled = resolve("classic", {"size": 64, "seed": 3, "optimizer": {"iterations": 3},
+                                 "network": {"pooling": "max"}})[0]  # fmt: skip
+    two_levels = resolve("chain", {"size": 64, "seed": 3,
+                                   "optimizer": {"iterations": 3, "levels": 2}})[0]  # fmt: skip
+    content = DATA / "china.jpg"
+    calls = []
+    done = compare(content, [STYLE], [configs[0], pooled, configs[1]],
+                   device=torch.device("cpu"), batch_size=3, on_start=calls.append)  # fmt: skip
+    assert calls == [[0], [1], [2]] and len(done.results) == 3
+    calls.clear()
+    done = compare(content, [STYLE], [configs[0], two_levels], device=torch.device("cpu"),
+                   batch_size=2, on_start=calls.append)  # fmt: skip
+    assert calls == [[0, 1], [0], [1]]
+    assert [len(r.levels) for r in done.results] == [1, 2]
+
+
+def test_the_compare_command_runs_presets_together(tmp_path):
+    out = tmp_path / "sheet.png"
+    args = ["compare", str(DATA / "china.jpg"), str(STYLE), "--presets", "classic,chain,cnn-mrf"]
+    args += ["--size", "64", "-n", "2", "--seed", "0", "--batch-size", "2", "-o", str(out)]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "classic, chain (1-2/3): iteration 2/2" in result.stderr
+    assert "cnn-mrf (3/3)" in result.stderr
+    assert out.is_file()
+    bad = runner.invoke(app, [*args[:-4], "--batch-size", "none", "-o", str(out)])
+    assert bad.exit_code == 1
+    assert error_line(bad) == "error: --batch-size must be auto or a number of 1 or more, got 'none'"

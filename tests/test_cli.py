@@ -187,9 +187,9 @@ def test_compare_saves_the_finished_presets_on_ctrl_c(
 ):
     """Ctrl-C while the third preset starts: the sheet of the two finished ones is written,
     marked partial, and the command exits 130."""
-    import neuralart.transfer
+    import neuralart.batch
 
-    real = neuralart.transfer.transfer
+    real = neuralart.batch.transfer
     calls = []
 
     def third_interrupted(*args, **kwargs):
@@ -198,7 +198,7 @@ def test_compare_saves_the_finished_presets_on_ctrl_c(
             raise KeyboardInterrupt
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(neuralart.transfer, "transfer", third_interrupted)
+    monkeypatch.setattr(neuralart.batch, "transfer", third_interrupted)
     out = tmp_path / "grid.png"
     presets = "classic,classic-shifted,chain"
     args = ["compare", str(content_path), str(style_path), "--presets", presets]

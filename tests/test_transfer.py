@@ -218,7 +218,7 @@ def test_style_targets_are_cached_per_statistic_not_only_per_size(
 
 
 def test_compare_keeps_the_finished_runs_on_ctrl_c(network, content_path, style_path):
-    from neuralart.transfer import compare
+    from neuralart.batch import compare
 
     configs = [
         resolve(name, {"size": 40, "optimizer": {"iterations": 2}, "seed": 0})[0]
@@ -226,8 +226,9 @@ def test_compare_keeps_the_finished_runs_on_ctrl_c(network, content_path, style_
     ]
     seen = []
 
-    def interrupt_third(index, config):
-        seen.append(config.name)
+    def interrupt_third(indices):
+        (index,) = indices
+        seen.append(configs[index].name)
         if index == 2:
             raise KeyboardInterrupt
 

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import json
 import signal
+import time
 import warnings
+from collections.abc import Sequence
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
@@ -703,6 +705,17 @@ def compare(
     seed: SeedOpt = None,
     device: DeviceOpt = None,
     precision: PrecisionOpt = None,
+    batch_size: Annotated[
+        str | None,
+        typer.Option(
+            help="Optimise this many neighbouring presets together, one network pass for "
+            "all (each keeps its own objective, optimiser and picture; presets that need "
+            "another network, precision, level sizes or tiles run alone); auto: as many as "
+            "the GPU's free memory holds, 1 on a CPU. "
+            r"\[default: auto]",
+            rich_help_panel=NETWORK,
+        ),
+    ] = None,
 ) -> None:
     """Run several presets on the same pair and write one labelled contact sheet."""
     with user_errors():
@@ -728,20 +741,37 @@ def compare(
         out_path = output if output is not None else default_output(content, style, "compare")
         check_output_path(out_path)
 
-        from neuralart.transfer import compare as run_compare
+        from neuralart.batch import compare as run_compare
+        from neuralart.batch import compare_batch_size
         from neuralart.transfer import pick_device
 
+        asked = parse_batch_size(batch_size)
         configs = [config for config, _ in resolved]
         dev = pick_device(configs[0].device)
+        together = compare_batch_size(asked, content, configs, dev)
+        started = time.perf_counter()
 
         with reported_warnings(quiet), Progress(quiet or as_json) as progress:
 
-            def on_start(index: int, config: Config) -> None:
-                label = f"{names[index]} ({index + 1}/{len(names)})"
-                progress.begin(label, sum(config.optimizer.level_iterations(config.size)))
+            def on_start(indices: Sequence[int]) -> None:
+                first, last = indices[0] + 1, indices[-1] + 1
+                which = ", ".join(names[i] for i in indices)
+                count = f"{first}/{len(names)}" if first == last else f"{first}-{last}/{len(names)}"
+                label = f"{which} ({count})"
+                progress.begin(
+                    label,
+                    max(sum(configs[i].optimizer.level_iterations(configs[i].size))
+                        for i in indices),
+                )  # fmt: skip
 
             comparison = run_compare(
-                content, style, configs, device=dev, on_start=on_start, callback=progress
+                content,
+                style,
+                configs,
+                device=dev,
+                batch_size=together,
+                on_start=on_start,
+                callback=progress,
             )
             results = comparison.results
             if comparison.interrupted:  # a second Ctrl-C while the sheet is saved exits
@@ -781,7 +811,7 @@ def compare(
             for name, result in zip(names, results, strict=True):
                 typer.echo(json.dumps({**summary(written, name, result), "sheet": str(written)}))
         elif not quiet:
-            total = sum(r.seconds for r in results)
+            total = time.perf_counter() - started
             typer.echo(f"wrote {written} ({len(results)} presets, {total:.1f} s)")
 
 
