@@ -92,10 +92,11 @@ for together in 1 auto; do
 done
 # compare's presets on one pair: one at a time, then together (--batch-size auto).
 COMPARE_PRESETS=${COMPARE_PRESETS:-classic,classic-shifted,chain,chain-blurred}
+COMPARE_ITERATIONS=${COMPARE_ITERATIONS:-200}
 for together in 1 auto; do
-    TIMEFORMAT="compare $COMPARE_PRESETS, $SIZE px, $FOLDER_ITERATIONS iterations, --batch-size $together: %R s wall"
+    TIMEFORMAT="compare $COMPARE_PRESETS, $SIZE px, $COMPARE_ITERATIONS iterations, --batch-size $together: %R s wall"
     { time "${NEURALART[@]}" compare examples/chelsea.jpg examples/starry_night.jpg \
-        --presets "$COMPARE_PRESETS" --size "$SIZE" -n "$FOLDER_ITERATIONS" --seed 0 -q \
+        --presets "$COMPARE_PRESETS" --size "$SIZE" -n "$COMPARE_ITERATIONS" --seed 0 -q \
         --batch-size "$together" -o "$RESULTS/compare-$together.png" ; } 2>> "$RESULTS/end-to-end.txt"
 done
 # neuralart video: seconds per frame, 4 frames of a pan over chelsea.jpg at SIZE, 100

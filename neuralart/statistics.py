@@ -24,6 +24,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torch.nn.grad import conv2d_input
 
 
 def window_map(feature: Tensor, rows: slice, cols: slice) -> Tensor:
@@ -83,6 +84,36 @@ def _kernel(kind: str, like: Tensor) -> Tensor:
     return weights
 
 
+class _FixedConv(torch.autograd.Function):
+    """A depthwise convolution with a constant kernel that keeps nothing for its backward
+    pass: the gradient is the transposed convolution of the gradient alone. Autograd's
+    own convolution would keep its input, a picture-sized map, until the backward pass
+    (the shifted map of every blurred pair, for example)."""
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, weights: Tensor, stride: int, padding: int) -> Tensor:
+        ctx.shape = x.shape
+        ctx.weights = weights
+        ctx.stride = stride
+        ctx.padding = padding
+        return F.conv2d(x, weights, stride=stride, padding=padding, groups=x.shape[1])
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None, None, None]:
+        shape = ctx.shape
+        back = conv2d_input(
+            shape, ctx.weights, grad, stride=ctx.stride, padding=ctx.padding, groups=shape[1]
+        )
+        return back, None, None, None
+
+
+def fixed_conv(x: Tensor, weights: Tensor, stride: int = 1, padding: int = 0) -> Tensor:
+    """``F.conv2d(x, weights, stride, padding, groups=C)`` for constant depthwise weights,
+    keeping nothing for the backward pass (:class:`_FixedConv`)."""
+    return typing.cast(Tensor, _FixedConv.apply(x, weights, stride, padding))
+
+
 def upsample_adjoint(x: Tensor, size: tuple[int, int], index: Resampling = None) -> Tensor:
     """The adjoint of :func:`upsample_nearest`: (B, C, H, W) -> (B, C, h, w).
 
@@ -95,7 +126,7 @@ def upsample_adjoint(x: Tensor, size: tuple[int, int], index: Resampling = None)
             return x
         odd = _pooled_remainders((big_h, big_w), size)
         if odd == (0, 0):
-            return F.conv2d(x, _kernel("sum2", x), stride=2, groups=x.shape[1])
+            return fixed_conv(x, _kernel("sum2", x), stride=2)
         if odd is not None:
             return _pooled_adjoint(x, odd, blur=False)
         index = (nearest_index(big_h, h, x.device), nearest_index(big_w, w, x.device))
@@ -106,7 +137,7 @@ def upsample_adjoint(x: Tensor, size: tuple[int, int], index: Resampling = None)
 
 def box_blur(x: Tensor) -> Tensor:
     """Mean of each 3×3 neighbourhood, zero padding, always divided by 9."""
-    return F.conv2d(x, _kernel("blur", x), padding=1, groups=x.shape[1])
+    return fixed_conv(x, _kernel("blur", x), padding=1)
 
 
 def blur_adjoint(x: Tensor, size: tuple[int, int], index: Resampling = None) -> Tensor:
@@ -118,7 +149,7 @@ def blur_adjoint(x: Tensor, size: tuple[int, int], index: Resampling = None) -> 
     """
     odd = _pooled_remainders((x.shape[-2], x.shape[-1]), size) if index is None else None
     if odd == (0, 0):
-        return F.conv2d(x, _kernel("blur_sum2", x), stride=2, padding=1, groups=x.shape[1])
+        return fixed_conv(x, _kernel("blur_sum2", x), stride=2, padding=1)
     if odd is not None:
         return _pooled_adjoint(x, odd, blur=True)
     return upsample_adjoint(box_blur(x), size, index)
@@ -366,12 +397,12 @@ def adjacent_gram(
     shifted = _windowed(a + shift if shift else a, window)
     half = index is None and big == (2 * small[0], 2 * small[1])
     if blur:  # shift, then blur and reduce (the blur must read zero outside the grid)
-        moved = F.conv2d(shifted, _offset_kernels(False, ca, a), padding=1, groups=ca)
+        moved = fixed_conv(shifted, _offset_kernels(False, ca, a), padding=1)
         copies = blur_adjoint(moved, small, index)
     elif half:  # shift and reduce in one kernel
-        copies = F.conv2d(shifted, _offset_kernels(True, ca, a), stride=2, padding=1, groups=ca)
+        copies = fixed_conv(shifted, _offset_kernels(True, ca, a), stride=2, padding=1)
     else:
-        moved = F.conv2d(shifted, _offset_kernels(False, ca, a), padding=1, groups=ca)
+        moved = fixed_conv(shifted, _offset_kernels(False, ca, a), padding=1)
         copies = upsample_adjoint(moved, small, index)
     # copies: (B, C_a·9, h, w), channel c·9 + d
     g = copies.reshape(bsz, ca * 9, -1) @ b.reshape(bsz, cb, -1).transpose(1, 2)

@@ -289,4 +289,5 @@ def test_the_compare_command_runs_presets_together(tmp_path):
     assert out.is_file()
     bad = runner.invoke(app, [*args[:-4], "--batch-size", "none", "-o", str(out)])
     assert bad.exit_code == 1
-    assert error_line(bad) == "error: --batch-size must be auto or a number of 1 or more, got 'none'"
+    expected = "error: --batch-size must be auto or a number of 1 or more, got 'none'"
+    assert error_line(bad) == expected
