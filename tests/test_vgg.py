@@ -162,6 +162,21 @@ def test_max_pooling_differs_from_average():
     assert not torch.allclose(avg(x, ["conv2_1"])["conv2_1"], mx(x, ["conv2_1"])["conv2_1"])
 
 
+@pytest.mark.parametrize("size", [(8, 6), (9, 6), (8, 7), (9, 7)])
+def test_average_pooling_and_its_gradient_are_avg_pool2d_s(network, size):
+    """The network's pooling (a convolution forward, its own backward pass) against
+    avg_pool2d, values and gradients, on even and odd sides (the last row or column is
+    dropped and gets no gradient), two pictures at once."""
+    x = torch.randn(2, 4, *size, dtype=torch.float64, requires_grad=True)
+    g = torch.randn(2, 4, size[0] // 2, size[1] // 2, dtype=torch.float64)
+    ours = network._pool(x)
+    theirs = torch.nn.functional.avg_pool2d(x, 2)
+    torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-15)
+    (mine,) = torch.autograd.grad(ours, x, g)
+    (reference,) = torch.autograd.grad(theirs, x, g)
+    torch.testing.assert_close(mine, reference, rtol=0, atol=0)
+
+
 def _save_layout(path, layout: str) -> None:
     weights = load_embedded_weights()
     tv_index = (0, 2, 5, 7, 10, 12, 14, 16, 19, 21, 23, 25, 28, 30, 32, 34)
