@@ -116,6 +116,7 @@ def run_lbfgs_batch(
     """:func:`neuralart.optimize.run_lbfgs` for each picture of the batch ``x0`` at once:
     each its own L-BFGS and best picture; a picture whose loss stops being finite keeps
     its best picture and takes no more steps (it is still evaluated with the others).
+    Ctrl-C ends the batch: each picture hands back its best so far, marked interrupted.
     ``iterations``, ``history`` and ``learning_rate`` are one for all or one per picture
     (a picture with fewer iterations stops stepping when it has had them).
 
@@ -139,37 +140,46 @@ def run_lbfgs_batch(
     done = [0] * count
     stopped: list[str | None] = [None] * count
     losses: list[list[float]] = [[] for _ in range(count)]
-    for i in range(1, iterations + 1):
-        active = [b for b in range(count) if stopped[b] is None and i <= counts[b]]
-        if not active:
-            break
-        terms, totals, grad = objective.value_and_grad(x)
-        curvatures = {b: optimizers[b].observe(x[b : b + 1], grad[b : b + 1]) for b in active}
-        numbers = _read_batch(terms, totals, curvatures)  # the iteration's one host sync
-        steps = []
-        for b in active:
-            values, ys = numbers[b]
-            total = values["total"]
-            if not math.isfinite(total):
-                stopped[b] = (
-                    f"the loss became {total} at iteration {i}; kept the best finite picture"
-                )
-                continue
-            if not initial[b]:
-                initial[b] = dict(values)
-            if not best_values[b] or total < best_values[b]["total"]:
-                best[b].copy_(x[b])
-                best_values[b], best_iteration[b] = values, i - 1
-            losses[b].append(total)
-            steps.append((b, optimizers[b].step(x[b : b + 1], grad[b : b + 1], ys)))
-            done[b] = i
-        if callback is not None and steps:
-            callback(_batch_event(numbers, [b for b, _ in steps], x, i, iterations, start,
-                                  level, levels, schedule))  # fmt: skip
-        for b, moved in steps:
-            x[b : b + 1] = moved
-    final_terms, final_totals = objective.value(x)
-    finals = _read_batch(final_terms, final_totals, {})
+    interrupted = False
+    try:
+        for i in range(1, iterations + 1):
+            active = [b for b in range(count) if stopped[b] is None and i <= counts[b]]
+            if not active:
+                break
+            terms, totals, grad = objective.value_and_grad(x)
+            curvatures = {b: optimizers[b].observe(x[b : b + 1], grad[b : b + 1]) for b in active}
+            numbers = _read_batch(terms, totals, curvatures)  # the iteration's one host sync
+            steps = []
+            for b in active:
+                values, ys = numbers[b]
+                total = values["total"]
+                if not math.isfinite(total):
+                    stopped[b] = (
+                        f"the loss became {total} at iteration {i}; kept the best finite picture"
+                    )
+                    continue
+                if not initial[b]:
+                    initial[b] = dict(values)
+                if not best_values[b] or total < best_values[b]["total"]:
+                    best[b].copy_(x[b])
+                    best_values[b], best_iteration[b] = values, i - 1
+                losses[b].append(total)
+                steps.append((b, optimizers[b].step(x[b : b + 1], grad[b : b + 1], ys)))
+                done[b] = i
+            if callback is not None and steps:
+                callback(_batch_event(numbers, [b for b, _ in steps], x, i, iterations, start,
+                                      level, levels, schedule))  # fmt: skip
+            for b, moved in steps:
+                x[b : b + 1] = moved
+    except KeyboardInterrupt:  # Ctrl-C: every picture hands back its best so far
+        interrupted = True
+        for b in range(count):
+            if stopped[b] is None:
+                stopped[b] = f"interrupted after {done[b]} iterations"
+    if interrupted:  # the pictures after the last steps are not evaluated
+        finals = _read_batch(*objective.value(best), {}) if not all(best_values) else []
+    else:
+        finals = _read_batch(*objective.value(x), {})
     results = []
     for b in range(count):
         if stopped[b] is None:
@@ -191,7 +201,7 @@ def run_lbfgs_batch(
                 best_iteration=best_iteration[b],
                 seconds=time.perf_counter() - start,
                 stopped=stopped[b],
-                interrupted=False,
+                interrupted=interrupted,
                 losses=losses[b],
             )
         )
@@ -403,6 +413,8 @@ def transfer_together(
                 )
             )
         del objectives
+        if results[0].interrupted:  # Ctrl-C: the pictures so far, no further level
+            break
     cpucache.release()
     seconds = time.perf_counter() - started
     out = []
@@ -425,7 +437,7 @@ def transfer_together(
                 final_losses=result.final,
                 levels=records[b],
                 stopped=result.stopped,
-                interrupted=False,
+                interrupted=result.interrupted,
                 pixels16=pixels16,
             )
         )
@@ -458,7 +470,8 @@ def compare(
     (:func:`neuralart.batch.transfer_together`); a group whose levels differ in size or
     need tiles runs one at a time instead. ``on_start`` hears of each run or group as
     it starts, by the configurations' indices. Ctrl-C ends the comparison: what was
-    finished is returned, not thrown away (a group in flight is lost whole).
+    finished is returned, not thrown away, with the runs in flight at their best
+    pictures so far, marked interrupted.
     """
     cache = NetworkCache(device)
     done = Comparison([])
@@ -479,15 +492,20 @@ def compare(
                 if on_start is not None:
                     on_start(group)
                 try:
-                    done.results += transfer_together(
+                    together = transfer_together(
                         [(content_path, configs[i]) for i in group],
                         style_paths,
                         network=cache.get(configs[group[0]]),
                         callback=callback,
                     )
-                    continue
                 except NeuralartError:  # sizes or tiles differ: one at a time
                     pass
+                else:
+                    done.results += together
+                    if together[0].interrupted:
+                        done.interrupted = True
+                        return done
+                    continue
             for index in group:
                 if on_start is not None:
                     on_start([index])
@@ -503,7 +521,7 @@ def compare(
                 if result.interrupted:
                     done.interrupted = True
                     return done
-        except KeyboardInterrupt:  # outside an optimisation, or a group in flight
+        except KeyboardInterrupt:  # outside an optimisation: nothing of this run to keep
             done.interrupted = True
             return done
     return done

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from neuralart.batch import BatchedObjective, batch_size, run_lbfgs_batch, transfer_batch
 from neuralart.cli import app
-from neuralart.images import image_to_tensor, load_image, resize_to, save_image
+from neuralart.images import image_to_tensor, load_image, read_metadata, resize_to, save_image
 from neuralart.losses import Objective
 from neuralart.optimize import run_lbfgs
 from neuralart.presets import resolve
@@ -133,6 +133,56 @@ def test_each_picture_keeps_its_own_lbfgs_and_its_own_stop():
         assert (together[b].stopped is None) == (alone.stopped is None)
     assert together[1].stopped is not None and together[1].iterations == 4
     assert together[0].iterations == together[2].iterations == 12
+
+
+def test_each_picture_has_its_own_iterations_history_and_rate():
+    """Per-picture settings (compare's presets): each picture runs as run_lbfgs runs it
+    alone with its own iteration count, history and learning rate."""
+    generator = torch.Generator().manual_seed(2)
+    targets = torch.randn(3, 3, 8, 8, generator=generator, dtype=torch.float64)
+    scales = [0.5, 3.0, 40.0]
+    x0 = torch.zeros(3, 3, 8, 8, dtype=torch.float64)
+    counts, histories, rates = [3, 9, 6], [2, 5, 4], [1.0, 0.5, 1.0]
+    together = run_lbfgs_batch(Bowl(targets, scales), x0, iterations=counts,
+                               history=histories, learning_rate=rates, first_step=0.1)  # fmt: skip
+    for b in range(3):
+        alone = run_lbfgs(AlonePicture(Bowl(targets, scales), b), x0[b : b + 1],
+                          iterations=counts[b], history=histories[b],
+                          learning_rate=rates[b], first_step=0.1)  # fmt: skip
+        assert together[b].iterations == alone.iterations == counts[b]
+        assert together[b].losses == pytest.approx(alone.losses, rel=1e-12)
+        torch.testing.assert_close(together[b].image, alone.image, rtol=1e-12, atol=1e-12)
+
+
+class Interrupted(Bowl):
+    """A Bowl where Ctrl-C arrives during the evaluation ``at``."""
+
+    def __init__(self, targets, scales, at):
+        super().__init__(targets, scales)
+        self.at = at
+
+    def value_and_grad(self, xs):
+        if self.calls + 1 == self.at:
+            raise KeyboardInterrupt
+        return super().value_and_grad(xs)
+
+
+def test_ctrl_c_hands_back_every_pictures_best_so_far():
+    generator = torch.Generator().manual_seed(4)
+    targets = torch.randn(3, 3, 8, 8, generator=generator, dtype=torch.float64)
+    x0 = torch.zeros(3, 3, 8, 8, dtype=torch.float64)
+    args = {"iterations": 10, "history": 5, "learning_rate": 1.0, "first_step": 0.1}
+    results = run_lbfgs_batch(Interrupted(targets, [0.5, 3.0, 40.0], at=5), x0, **args)
+    for b, r in enumerate(results):
+        assert r.interrupted and r.stopped == "interrupted after 4 iterations"
+        assert r.iterations == 4 and len(r.losses) == 4
+        assert r.final["total"] == pytest.approx(min(r.losses), rel=1e-12)
+        bowl = Bowl(targets, [0.5, 3.0, 40.0])
+        torch.testing.assert_close(bowl.value(r.image.expand(3, -1, -1, -1))[1][b],
+                                   torch.tensor(r.final["total"], dtype=torch.float64))  # fmt: skip
+    at_once = run_lbfgs_batch(Interrupted(targets, [0.5, 3.0, 40.0], at=1), x0, **args)
+    assert all(r.interrupted and r.iterations == 0 for r in at_once)
+    torch.testing.assert_close(torch.cat([r.image for r in at_once]), x0)
 
 
 def test_the_callback_hears_each_iteration_with_the_mean_over_the_running_pictures():
@@ -291,3 +341,45 @@ def test_the_compare_command_runs_presets_together(tmp_path):
     assert bad.exit_code == 1
     expected = "error: --batch-size must be auto or a number of 1 or more, got 'none'"
     assert error_line(bad) == expected
+
+
+def _interrupt_the_batch_at(monkeypatch, call):
+    """Ctrl-C during a batch's evaluation number ``call``."""
+    real = BatchedObjective.value_and_grad
+    calls = []
+
+    def interrupted(self, xs):
+        calls.append(1)
+        if len(calls) == call:
+            raise KeyboardInterrupt
+        return real(self, xs)
+
+    monkeypatch.setattr(BatchedObjective, "value_and_grad", interrupted)
+
+
+def test_ctrl_c_in_a_batch_saves_every_picture_so_far(same_size, tmp_path, monkeypatch):
+    _interrupt_the_batch_at(monkeypatch, 3)
+    args = ["transfer", str(same_size[0].parent), str(STYLE), "--out-dir", str(tmp_path)]
+    args += ["--size", "64", "-n", "6", "--seed", "0", "--batch-size", "3"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 130, result.output
+    written = sorted(tmp_path.glob("*.png"))
+    assert len(written) == 3
+    assert result.stderr.count("interrupted: saved the picture so far") == 3
+    for path in written:
+        meta = read_metadata(path)
+        assert meta["partial"] is True and meta["record"]["iterations"] == 2
+        assert meta["record"]["interrupted"] is True
+
+
+def test_ctrl_c_in_compare_s_batch_saves_the_presets_so_far(tmp_path, monkeypatch):
+    _interrupt_the_batch_at(monkeypatch, 2)
+    out = tmp_path / "sheet.png"
+    args = ["compare", str(DATA / "china.jpg"), str(STYLE), "--presets", "classic,chain"]
+    args += ["--size", "64", "-n", "4", "--seed", "0", "--batch-size", "2", "-o", str(out)]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 130, result.output
+    assert "2 of 2 presets" in result.stderr
+    meta = read_metadata(out)
+    assert meta["partial"] is True and set(meta["presets"]) == {"classic", "chain"}
+    assert all(p["record"]["iterations"] == 1 for p in meta["presets"].values())

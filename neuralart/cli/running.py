@@ -260,11 +260,13 @@ def run_batches(
                 try:
                     save_result(
                         content, style, config, provenance, preset, out_path, result,
-                        quiet=quiet, as_json=as_json, dpi=dpi,
+                        quiet=quiet, as_json=as_json, dpi=dpi, exit_if_interrupted=False,
                     )  # fmt: skip
                 except NeuralartError as exc:
                     failed += 1
                     error(f"{content}: {exc}")
+            if results[0].interrupted:  # Ctrl-C: the batch's pictures so far are saved
+                raise typer.Exit(130)
     return sorted(alone), failed
 
 
@@ -344,8 +346,12 @@ def save_result(
     as_json: bool,
     dpi: float | None = None,
     echo: bool = True,
+    exit_if_interrupted: bool = True,
 ) -> Path:
-    """Save a run's picture with its metadata and report it (unless ``echo`` is false)."""
+    """Save a run's picture with its metadata and report it (unless ``echo`` is false).
+    A picture interrupted by Ctrl-C is saved marked partial, said in one line, and the
+    command exits with 130 (unless ``exit_if_interrupted`` is false: a batch saves all
+    its pictures first)."""
     from neuralart.images import save_image
 
     interrupted = result.interrupted
@@ -365,7 +371,9 @@ def save_result(
     written = save_image(picture, out_path, metadata=metadata, dpi=dpi)
     if interrupted:
         error(f"interrupted: saved the picture so far to {written} (marked partial)")
-        raise typer.Exit(130)
+        if exit_if_interrupted:
+            raise typer.Exit(130)
+        return written
     if not echo:
         pass
     elif as_json:
