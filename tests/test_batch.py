@@ -328,16 +328,21 @@ def test_presets_that_cannot_share_a_pass_run_apart():
     assert [len(r.levels) for r in done.results] == [1, 2]
 
 
+def _compare(out, presets, iterations, batch):
+    """``neuralart compare`` of china.jpg × the painting at 64 px into ``out``."""
+    args = ["compare", str(DATA / "china.jpg"), str(STYLE), "--presets", presets, "--size"]
+    args += ["64", "-n", str(iterations), "--seed", "0", "--batch-size", batch, "-o", str(out)]
+    return runner.invoke(app, args)
+
+
 def test_the_compare_command_runs_presets_together(tmp_path):
     out = tmp_path / "sheet.png"
-    args = ["compare", str(DATA / "china.jpg"), str(STYLE), "--presets", "classic,chain,cnn-mrf"]
-    args += ["--size", "64", "-n", "2", "--seed", "0", "--batch-size", "2", "-o", str(out)]
-    result = runner.invoke(app, args)
+    result = _compare(out, "classic,chain,cnn-mrf", 2, "2")
     assert result.exit_code == 0, result.output
     assert "classic, chain (1-2/3): iteration 2/2" in result.stderr
     assert "cnn-mrf (3/3)" in result.stderr
     assert out.is_file()
-    bad = runner.invoke(app, [*args[:-4], "--batch-size", "none", "-o", str(out)])
+    bad = _compare(out, "classic,chain,cnn-mrf", 2, "none")
     assert bad.exit_code == 1
     expected = "error: --batch-size must be auto or a number of 1 or more, got 'none'"
     assert error_line(bad) == expected
@@ -375,9 +380,7 @@ def test_ctrl_c_in_a_batch_saves_every_picture_so_far(same_size, tmp_path, monke
 def test_ctrl_c_in_compare_s_batch_saves_the_presets_so_far(tmp_path, monkeypatch):
     _interrupt_the_batch_at(monkeypatch, 2)
     out = tmp_path / "sheet.png"
-    args = ["compare", str(DATA / "china.jpg"), str(STYLE), "--presets", "classic,chain"]
-    args += ["--size", "64", "-n", "4", "--seed", "0", "--batch-size", "2", "-o", str(out)]
-    result = runner.invoke(app, args)
+    result = _compare(out, "classic,chain", 4, "2")
     assert result.exit_code == 130, result.output
     assert "2 of 2 presets" in result.stderr
     meta = read_metadata(out)
