@@ -12,7 +12,13 @@ from conftest import DATA, error_line
 from PIL import Image
 from typer.testing import CliRunner
 
-from neuralart.batch import BatchedObjective, batch_size, run_lbfgs_batch, transfer_batch
+from neuralart.batch import (
+    BatchedObjective,
+    batch_size,
+    compare_batch_size,
+    run_lbfgs_batch,
+    transfer_batch,
+)
 from neuralart.cli import app
 from neuralart.images import image_to_tensor, load_image, read_metadata, resize_to, save_image
 from neuralart.losses import Objective
@@ -232,6 +238,10 @@ def test_auto_is_one_on_the_cpu_and_a_number_is_kept():
     config, _ = resolve("classic")
     assert batch_size("auto", config, (512, 341), torch.device("cpu")) == 1
     assert batch_size(4, config, (512, 341), torch.device("cpu")) == 4
+    configs = [resolve(name)[0] for name in ("classic", "chain-blurred")]
+    cpu = torch.device("cpu")
+    assert compare_batch_size("auto", DATA / "china.jpg", configs, cpu) == 1
+    assert compare_batch_size(3, DATA / "china.jpg", configs, cpu) == 3
 
 
 def test_the_command_batches_pictures_of_one_size_and_runs_the_rest_alone(same_size, tmp_path):
