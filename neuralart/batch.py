@@ -18,6 +18,7 @@ is 1 there).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import secrets
@@ -100,6 +101,15 @@ def _each(value: Any, count: int) -> list[Any]:
     return [value] * count
 
 
+def _cut_short(result: OptimizeResult) -> OptimizeResult:
+    """A picture that finished its level when Ctrl-C stopped the batch before the next."""
+    if result.interrupted:
+        return result
+    return dataclasses.replace(
+        result, interrupted=True, stopped=f"interrupted after {result.iterations} iterations"
+    )
+
+
 def run_lbfgs_batch(
     objective: BatchedObjective,
     x0: Tensor,
@@ -116,7 +126,8 @@ def run_lbfgs_batch(
     """:func:`neuralart.optimize.run_lbfgs` for each picture of the batch ``x0`` at once:
     each its own L-BFGS and best picture; a picture whose loss stops being finite keeps
     its best picture and takes no more steps (it is still evaluated with the others).
-    Ctrl-C ends the batch: each picture hands back its best so far, marked interrupted.
+    Ctrl-C ends the batch: each picture still running hands back its best so far,
+    marked interrupted (those that had all their iterations are finished as usual).
     ``iterations``, ``history`` and ``learning_rate`` are one for all or one per picture
     (a picture with fewer iterations stops stepping when it has had them).
 
@@ -140,7 +151,7 @@ def run_lbfgs_batch(
     done = [0] * count
     stopped: list[str | None] = [None] * count
     losses: list[list[float]] = [[] for _ in range(count)]
-    interrupted = False
+    interrupted = [False] * count
     try:
         for i in range(1, iterations + 1):
             active = [b for b in range(count) if stopped[b] is None and i <= counts[b]]
@@ -171,14 +182,16 @@ def run_lbfgs_batch(
                                       level, levels, schedule))  # fmt: skip
             for b, moved in steps:
                 x[b : b + 1] = moved
-    except KeyboardInterrupt:  # Ctrl-C: every picture hands back its best so far
-        interrupted = True
+    except KeyboardInterrupt:  # Ctrl-C: the pictures still running keep their best so far
         for b in range(count):
-            if stopped[b] is None:
+            if stopped[b] is None and done[b] < counts[b]:
                 stopped[b] = f"interrupted after {done[b]} iterations"
-    if interrupted:  # the pictures after the last steps are not evaluated
-        finals = _read_batch(*objective.value(best), {}) if not all(best_values) else []
-    else:
+                interrupted[b] = True
+    # The pictures that ran to the end are evaluated after their last step, and one never
+    # evaluated finitely keeps its start (x0, as it took no step); after Ctrl-C nothing
+    # more is evaluated when neither is needed.
+    finals = []
+    if not all(interrupted) or not all(best_values):
         finals = _read_batch(*objective.value(x), {})
     results = []
     for b in range(count):
@@ -201,7 +214,7 @@ def run_lbfgs_batch(
                 best_iteration=best_iteration[b],
                 seconds=time.perf_counter() - start,
                 stopped=stopped[b],
-                interrupted=interrupted,
+                interrupted=interrupted[b],
                 losses=losses[b],
             )
         )
@@ -413,7 +426,9 @@ def transfer_together(
                 )
             )
         del objectives
-        if results[0].interrupted:  # Ctrl-C: the pictures so far, no further level
+        if any(r.interrupted for r in results):  # Ctrl-C: the pictures so far, no more levels
+            if k + 1 < len(plans[0]):  # those that finished this level are cut short too
+                results = [_cut_short(r) for r in results]
             break
     cpucache.release()
     seconds = time.perf_counter() - started
@@ -502,7 +517,7 @@ def compare(
                     pass
                 else:
                     done.results += together
-                    if together[0].interrupted:
+                    if any(r.interrupted for r in together):
                         done.interrupted = True
                         return done
                     continue

@@ -191,6 +191,21 @@ def test_ctrl_c_hands_back_every_pictures_best_so_far():
     torch.testing.assert_close(torch.cat([r.image for r in at_once]), x0)
 
 
+def test_ctrl_c_leaves_a_picture_that_had_all_its_iterations_finished():
+    generator = torch.Generator().manual_seed(5)
+    targets = torch.randn(3, 3, 8, 8, generator=generator, dtype=torch.float64)
+    scales = [0.5, 3.0, 40.0]
+    x0 = torch.zeros(3, 3, 8, 8, dtype=torch.float64)
+    args = {"history": 5, "learning_rate": 1.0, "first_step": 0.1}
+    results = run_lbfgs_batch(Interrupted(targets, scales, at=5), x0, iterations=[2, 9, 9],
+                              **args)  # fmt: skip
+    alone = run_lbfgs(AlonePicture(Bowl(targets, scales), 0), x0[:1], iterations=2, **args)
+    assert not results[0].interrupted and results[0].stopped is None
+    assert results[0].final["total"] == pytest.approx(alone.final["total"], rel=1e-12)
+    torch.testing.assert_close(results[0].image, alone.image, rtol=1e-12, atol=1e-12)
+    assert all(r.interrupted and r.iterations == 4 for r in results[1:])
+
+
 def test_the_callback_hears_each_iteration_with_the_mean_over_the_running_pictures():
     generator = torch.Generator().manual_seed(3)
     targets = torch.randn(3, 3, 8, 8, generator=generator, dtype=torch.float64)

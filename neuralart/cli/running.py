@@ -265,7 +265,7 @@ def run_batches(
                 except NeuralartError as exc:
                     failed += 1
                     error(f"{content}: {exc}")
-            if results[0].interrupted:  # Ctrl-C: the batch's pictures so far are saved
+            if any(r.interrupted for r in results):  # Ctrl-C: the batch's pictures are saved
                 raise typer.Exit(130)
     return sorted(alone), failed
 
