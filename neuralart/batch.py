@@ -286,12 +286,10 @@ def compare_batch_size(
     :func:`batch_size` allows for any of the configurations at the content's size."""
     if isinstance(asked, int) or device.type != "cuda":
         return batch_size(asked, configs[0], (1, 1), device)
-    from PIL import Image
+    from neuralart.images import load_image, long_edge_size
 
-    from neuralart.images import long_edge_size
-
-    with Image.open(content) as picture:
-        shape = picture.size
+    # Read as a run reads it (orientation applied; a bad file is one line).
+    shape = load_image(content, max_pixels=configs[0].max_pixels, role="content image").size
     return min(batch_size(asked, c, long_edge_size(shape, c.size), device) for c in configs)
 
 

@@ -20,6 +20,7 @@ from neuralart.batch import (
     transfer_batch,
 )
 from neuralart.cli import app
+from neuralart.errors import NeuralartError
 from neuralart.images import image_to_tensor, load_image, read_metadata, resize_to, save_image
 from neuralart.losses import Objective
 from neuralart.optimize import run_lbfgs
@@ -257,6 +258,31 @@ def test_auto_is_one_on_the_cpu_and_a_number_is_kept():
     cpu = torch.device("cpu")
     assert compare_batch_size("auto", DATA / "china.jpg", configs, cpu) == 1
     assert compare_batch_size(3, DATA / "china.jpg", configs, cpu) == 3
+
+
+def test_compare_s_auto_on_cuda_asks_each_preset_at_the_content_s_size(monkeypatch, tmp_path):
+    """The fewest pictures any preset allows, at the size the content comes out; a file
+    that is no picture is a one-line error, not a traceback. (The device is only named:
+    the memory plan is replaced.)"""
+    import neuralart.batch
+
+    asked = []
+
+    def plan(_, config, size, device):
+        asked.append((config.name, size))
+        return {"classic": 6, "chain-blurred": 4}[config.name]
+
+    monkeypatch.setattr(neuralart.batch, "batch_size", plan)
+    configs = [resolve(name, {"size": 128})[0] for name in ("classic", "chain-blurred")]
+    cuda = torch.device("cuda")
+    assert compare_batch_size("auto", DATA / "china.jpg", configs, cuda) == 4
+    width, height = load_image(DATA / "china.jpg").size
+    expected = (128, round(128 * height / width))
+    assert asked == [("classic", expected), ("chain-blurred", expected)]
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"not a picture")
+    with pytest.raises(NeuralartError, match="not an image file"):
+        compare_batch_size("auto", broken, configs, cuda)
 
 
 def test_the_command_batches_pictures_of_one_size_and_runs_the_rest_alone(same_size, tmp_path):
