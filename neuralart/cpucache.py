@@ -1,18 +1,23 @@
-"""The CPU block cache: torch's CPU allocator, keeping freed feature maps for reuse.
+"""The CPU block cache: torch's CPU allocator, keeping freed feature maps' pages for reuse.
 
 Why: every iteration allocates and frees the same feature maps, most of them above
 glibc's mmap threshold, so glibc maps each afresh and unmaps it on free, and every pass
 pays page faults on hundreds of megabytes (BENCHMARKS.md, "CPU page faults"). Keeping
 freed memory in glibc's heap removes the faults but fragments the heap across sizes
-(peaks 8-100 % higher). The cache in ``native/cpu_cache.cpp`` keeps freed blocks of
-1 MiB or more, mapped from the kernel in whole pages, for the next request of the same
-size; the blocks in use and cached together never exceed the most in use at once since
-the last release (SLACK 0: the largest cached blocks are unmapped first when a new block
-would go beyond it), so the footprint of the large blocks stays that of freeing them.
-:func:`release` unmaps every cached block; a run calls it before each level (the sizes
-change) and at its end. SLACK and FIT were chosen by measurement (BENCHMARKS.md, "CPU
-page faults: a block cache"): more slack or a looser fit gained a few per cent of speed
-for peaks 7-40 % higher.
+(peaks 8-100 % higher). ``native/cpu_cache.cpp`` serves requests of 1 MiB or more from
+a heap of whole pages of its own, in one reservation of address space: the lowest free
+range large enough takes a request (first fit), freed neighbours merge, and free pages
+stay written, so a request served from them costs no page fault. The pages resident
+(in use and free) stay within (1 + SLACK) times the most in use at once since the last
+release: past that, the free pages at the top of the heap go back to the kernel first.
+:func:`release` gives every free page back; a run calls it before each level (the sizes
+change) and at its end.
+
+An earlier version kept freed blocks for requests of their own size only; it left
+chain-blurred at 512 px with about 170,000 page faults per iteration (half the blocks
+were unmapped and mapped again to stay in budget), where the heap has none. SLACK was
+chosen by measurement (BENCHMARKS.md, "CPU page faults: one heap of pages"): with 0 the
+heap still refaults a few per cent of its pages per iteration.
 
 It is a small C++ extension of torch, compiled once per torch version on a machine with
 a C++ compiler and ninja: ``python -m neuralart.cpucache build`` (``make install`` does
@@ -33,8 +38,7 @@ from types import ModuleType
 SOURCE = Path(__file__).parent / "native" / "cpu_cache.cpp"
 NAME = "neuralart_cpu_cache"
 MIN_BLOCK = 1 << 20  # smaller requests go to torch's allocator (glibc's heap serves them)
-SLACK = 0.0  # in use + cached <= (1 + SLACK) x the most in use at once
-FIT = 1.0  # a request takes a cached block up to this many times its size (in pages)
+SLACK = 0.05  # resident pages <= (1 + SLACK) x the most in use at once since the last release
 
 _module: ModuleType | None = None
 _state = "not used"
@@ -120,7 +124,11 @@ def enable() -> str:
     if module is None:
         _state = "not built"
         return _state
-    module.install(MIN_BLOCK, SLACK, FIT)
+    try:
+        module.install(MIN_BLOCK, SLACK)
+    except RuntimeError as exc:  # no address space to reserve (a low ulimit -v)
+        _state = f"failed: {exc}".splitlines()[0]
+        return _state
     _module = module
     _state = "on" if module.installed() else "failed: another CPU allocator has priority"
     return _state
@@ -137,13 +145,14 @@ def release() -> None:
         _module.release()
 
 
-STATS = ("cached", "hits", "misses", "in_use", "most_in_use", "evicted")
+STATS = ("cached", "hits", "misses", "in_use", "most_in_use", "released", "heap")
 
 
 def stats() -> dict[str, int]:
-    """Bytes cached and in use now, the most in use at once since the last release, the
-    requests served from the cache and not, and the cached blocks unmapped to keep the
-    budget."""
+    """``cached``: bytes of free pages kept resident; ``hits`` and ``misses``: requests
+    served from resident pages alone and not; ``in_use``; ``most_in_use`` since the last
+    release; ``released``: bytes given back to the kernel to keep the budget; ``heap``:
+    the heap's extent in bytes (free and in use, resident or not)."""
     values = _module.stats() if _module is not None else [0] * len(STATS)
     return dict(zip(STATS, values, strict=True))
 

@@ -61,98 +61,189 @@ def upsample_nearest(x: Tensor, size: tuple[int, int], index: Resampling = None)
 
 # Fixed depthwise kernels, by (kind, channels, device, dtype). A depthwise convolution is
 # how these small linear maps run fastest: on two CPU cores about ten times faster than
-# average pooling, forward and backward, and one kernel launch on a GPU.
+# average pooling, forward and backward, and one kernel launch on a GPU. Every kind is
+# separable, the outer product of the taps of one axis with those of the other:
+_TAPS: dict[str, tuple[float, ...]] = {
+    "blur": (1.0, 1.0, 1.0),  # the 3×3 blur, /9 in all
+    "sum2": (3.0, 3.0),  # the sum of 2×2 cells (taps in thirds, see _kernel)
+    "blur_sum2": (1.0, 2.0, 2.0, 1.0),  # the 2×2 sum after the 3×3 blur
+    # The same on an axis of 2s + 1 cells, one cell on: the first tap reads a cell the
+    # window skips (see "Pooled grids" below).
+    "blur_sum2_odd": (0.0, 1.0, 2.0, 2.0, 1.0),
+    "sum2_odd": (0.0, 3.0, 3.0),
+}
 _KERNELS: dict[tuple[str, int, torch.device, torch.dtype], Tensor] = {}
 
 
 def _kernel(kind: str, like: Tensor) -> Tensor:
-    """(C, 1, k, k) weights: ``blur`` 3×3 of 1/9; ``sum2`` 2×2 of ones; ``blur_sum2`` the
-    4×4 kernel of the 2×2 sum after the 3×3 blur, [1,2,2,1]ᵀ[1,2,2,1] / 9."""
+    """(C, 1, kh, kw) weights for C = ``like``'s channels: ``blur`` 3×3 of 1/9; ``sum2``
+    2×2 of ones; ``blur_sum2`` the 4×4 kernel of the 2×2 sum after the 3×3 blur,
+    [1,2,2,1]ᵀ[1,2,2,1] / 9. ``kind`` may name the rows' and the columns' taps apart,
+    ``rows/columns`` (``blur_sum2_odd/blur_sum2``)."""
     channels = like.shape[1]
     key = (kind, channels, like.device, like.dtype)
     weights = _KERNELS.get(key)
     if weights is None:
-        if kind == "blur":
-            base = torch.full((3, 3), 1.0 / 9.0, dtype=torch.float64)
-        elif kind == "sum2":
-            base = torch.ones(2, 2, dtype=torch.float64)
-        else:
-            row = torch.tensor([1.0, 2.0, 2.0, 1.0], dtype=torch.float64)
-            base = torch.outer(row, row) / 9.0
+        rows, _, columns = kind.partition("/")
+        ty = torch.tensor(_TAPS[rows], dtype=torch.float64) / 3.0
+        tx = torch.tensor(_TAPS[columns or rows], dtype=torch.float64) / 3.0
+        base = torch.outer(ty, tx)
         weights = base.to(like).expand(channels, 1, *base.shape).contiguous()
         _KERNELS[key] = weights
     return weights
+
+
+# The shift of a pair's first map, s·1 on its grid, carried through a linear map K: the
+# map is K(F) + s·K(1), and K(1) is the same single-channel map for every channel. It is
+# added as the convolution's bias, K(1)'s value inside the grid, and the rows and columns
+# near the edges, where K(1) differs (the blur reads zeros outside), are set right after:
+# no pass over the whole map, as forming F + s first would take.
+_RESPONSES: dict[tuple[Any, ...], tuple[float, Tensor, Tensor, Tensor, Tensor]] = {}
+
+
+def _shift_response(
+    key: tuple[Any, ...], ones_through: Any, like: Tensor
+) -> tuple[float, Tensor, Tensor, Tensor, Tensor]:
+    """(v, rows, row_fix, columns, column_fix) of K(1) = ``ones_through(ones)``: its value
+    v inside the grid, the rows where it differs and their K(1) − v, the columns where it
+    differs and their K(1) − v on the other rows (0 on those rows)."""
+    key = (*key, like.device, like.dtype)
+    found = _RESPONSES.get(key)
+    if found is None:
+        with torch.no_grad():
+            response = ones_through()[0, 0].to(torch.float64)  # (h, w)
+        h, w = response.shape
+        v = float(response[h // 2, w // 2])
+        rows = torch.nonzero(response[:, w // 2] != v).flatten()
+        columns = torch.nonzero(response[h // 2, :] != v).flatten()
+        row_fix = response[rows] - v
+        column_fix = response[:, columns] - v
+        column_fix[rows] = 0.0
+        found = (v, rows, row_fix.to(like), columns, column_fix.to(like))
+        _RESPONSES[key] = found
+    return found
+
+
+def _add_shift_edges(out: Tensor, shift: float, response: tuple[Any, ...]) -> Tensor:
+    """Set the edges of ``out`` = K(F) + s·v right: + s·(K(1) − v) where it differs."""
+    _, rows, row_fix, columns, column_fix = response
+    b, c = out.shape[:2]
+    if rows.numel():
+        out.index_add_(-2, rows, (row_fix * shift).expand(b, c, -1, -1))
+    if columns.numel():
+        out.index_add_(-1, columns, (column_fix * shift).expand(b, c, -1, -1))
+    return out
 
 
 class _FixedConv(torch.autograd.Function):
     """A depthwise convolution with a constant kernel that keeps nothing for its backward
     pass: the gradient is the transposed convolution of the gradient alone. Autograd's
     own convolution would keep its input, a picture-sized map, until the backward pass
-    (the shifted map of every blurred pair, for example)."""
+    (the shifted map of every blurred pair, for example). With ``shift`` s it is the
+    convolution of x + s (s inside the grid, zeros outside), without forming x + s."""
 
     @staticmethod
-    def forward(ctx: Any, x: Tensor, weights: Tensor, stride: int, padding: int) -> Tensor:
+    def forward(
+        ctx: Any, x: Tensor, weights: Tensor, stride: int, padding: int, shift: float
+    ) -> Tensor:
         ctx.shape = x.shape
         ctx.weights = weights
         ctx.stride = stride
         ctx.padding = padding
-        return F.conv2d(x, weights, stride=stride, padding=padding, groups=x.shape[1])
+        groups = x.shape[1]
+        if not shift:
+            return F.conv2d(x, weights, stride=stride, padding=padding, groups=groups)
+        one = weights[:1]
+        response = _shift_response(  # the kernels are kept for good: their address names them
+            ("conv", tuple(x.shape[-2:]), weights.data_ptr(), stride, padding),
+            lambda: F.conv2d(x.new_ones(1, 1, *x.shape[-2:]), one, stride=stride, padding=padding),
+            x,
+        )
+        bias = x.new_full((groups,), shift * response[0])
+        out = F.conv2d(x, weights, bias, stride=stride, padding=padding, groups=groups)
+        return _add_shift_edges(out, shift, response)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
-    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None, None, None]:
-        shape = ctx.shape
-        back = conv2d_input(
-            shape, ctx.weights, grad, stride=ctx.stride, padding=ctx.padding, groups=shape[1]
-        )
-        return back, None, None, None
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None, None, None, None]:
+        shape, weights, padding = ctx.shape, ctx.weights, ctx.padding
+        if ctx.stride == 1 and weights.shape[0] == shape[1]:
+            # At stride 1, one output per channel, the transposed convolution is the
+            # convolution with the kernel turned round, which runs faster (oneDNN: about
+            # 0.6 × the time).
+            kh, kw = weights.shape[-2:]
+            turned = weights.flip(-2, -1)
+            pad = (kh - 1 - padding, kw - 1 - padding)
+            back = F.conv2d(grad, turned, padding=pad, groups=shape[1])
+        else:
+            back = conv2d_input(
+                shape, weights, grad, stride=ctx.stride, padding=padding, groups=shape[1]
+            )
+        return back, None, None, None, None
 
 
-def fixed_conv(x: Tensor, weights: Tensor, stride: int = 1, padding: int = 0) -> Tensor:
-    """``F.conv2d(x, weights, stride, padding, groups=C)`` for constant depthwise weights,
-    keeping nothing for the backward pass (:class:`_FixedConv`)."""
-    return typing.cast(Tensor, _FixedConv.apply(x, weights, stride, padding))
+def fixed_conv(
+    x: Tensor, weights: Tensor, stride: int = 1, padding: int = 0, shift: float = 0.0
+) -> Tensor:
+    """``F.conv2d(x + shift, weights, stride, padding, groups=C)`` for constant depthwise
+    weights, the shift inside the grid only, keeping nothing for the backward pass
+    (:class:`_FixedConv`)."""
+    return typing.cast(Tensor, _FixedConv.apply(x, weights, stride, padding, shift))
 
 
-def upsample_adjoint(x: Tensor, size: tuple[int, int], index: Resampling = None) -> Tensor:
+def upsample_adjoint(
+    x: Tensor, size: tuple[int, int], index: Resampling = None, shift: float = 0.0
+) -> Tensor:
     """The adjoint of :func:`upsample_nearest`: (B, C, H, W) -> (B, C, h, w).
 
-    Each cell of the small grid receives the sum of the large cells that read it.
+    Each cell of the small grid receives the sum of the large cells that read it. With
+    ``shift`` s, of x + s (pooled grids only: ``index`` None and H, W twice h, w or one
+    more).
     """
     big_h, big_w = x.shape[-2:]
     h, w = size
+    odd = _pooled_remainders((big_h, big_w), size) if index is None else None
+    if shift and (odd is None or (big_h, big_w) == (h, w)):
+        raise ValueError("upsample_adjoint: a shift only on pooled grids")
     if index is None:
         if (big_h, big_w) == (h, w):
             return x
-        odd = _pooled_remainders((big_h, big_w), size)
         if odd == (0, 0):
-            return fixed_conv(x, _kernel("sum2", x), stride=2)
+            return fixed_conv(x, _kernel("sum2", x), stride=2, shift=shift)
         if odd is not None:
-            return _pooled_adjoint(x, odd, blur=False)
+            return _pooled_adjoint(x, odd, blur=False, shift=shift)
         index = (nearest_index(big_h, h, x.device), nearest_index(big_w, w, x.device))
     iy, ix = index
     rows = x.new_zeros(*x.shape[:-2], h, big_w).index_add(-2, iy, x)
     return rows.new_zeros(*x.shape[:-2], h, w).index_add(-1, ix, rows)
 
 
-def box_blur(x: Tensor) -> Tensor:
-    """Mean of each 3×3 neighbourhood, zero padding, always divided by 9."""
-    return fixed_conv(x, _kernel("blur", x), padding=1)
+def box_blur(x: Tensor, shift: float = 0.0) -> Tensor:
+    """Mean of each 3×3 neighbourhood, zero padding, always divided by 9; with ``shift``
+    s, of x + s inside the grid."""
+    return fixed_conv(x, _kernel("blur", x), padding=1, shift=shift)
 
 
-def blur_adjoint(x: Tensor, size: tuple[int, int], index: Resampling = None) -> Tensor:
-    """up*(blur(x)): the adjoint of blur(up(·)), from x's grid down to ``size``.
+def blur_adjoint(
+    x: Tensor, size: tuple[int, int], index: Resampling = None, shift: float = 0.0
+) -> Tensor:
+    """up*(blur(x)): the adjoint of blur(up(·)), from x's grid down to ``size``; with
+    ``shift`` s, of x + s inside the grid (``index`` None only).
 
     When the large grid is exactly twice the small one this is a single 4×4 stride-2
-    depthwise convolution; on pooled grids with an odd side, the same kernel and one
-    extra row and column (below).
+    depthwise convolution; on pooled grids with an odd side, the same with a 5-tap axis
+    and one extra row and column (below).
     """
     odd = _pooled_remainders((x.shape[-2], x.shape[-1]), size) if index is None else None
+    if shift and index is not None:
+        raise ValueError("blur_adjoint: a shift only without an index")
+    if (x.shape[-2], x.shape[-1]) == tuple(size):
+        return box_blur(x, shift)
     if odd == (0, 0):
-        return fixed_conv(x, _kernel("blur_sum2", x), stride=2, padding=1)
+        return fixed_conv(x, _kernel("blur_sum2", x), stride=2, padding=1, shift=shift)
     if odd is not None:
-        return _pooled_adjoint(x, odd, blur=True)
-    return upsample_adjoint(box_blur(x), size, index)
+        return _pooled_adjoint(x, odd, blur=True, shift=shift)
+    return upsample_adjoint(box_blur(x, shift), size, index)
 
 
 # Pooled grids. The network's 2×2 pooling halves a grid of 2s or 2s + 1 cells to s (an
@@ -160,10 +251,12 @@ def blur_adjoint(x: Tensor, size: tuple[int, int], index: Resampling = None) -> 
 # relation: 512×341 px gives 341 → 170 rows and 85 → 42. On 2s + 1 cells, nearest
 # upsampling back (cell i reads floor(i·s / (2s + 1))) gives cell 0 the three large
 # cells 0, 1, 2 and every other cell j the pair 2j + 1, 2j + 2: the regular pairs
-# shifted by one, with one cell left over at the start. The functions below use the
-# stride-2 kernels on the shifted grid and add that cell's row and column by hand,
-# instead of summing through an index and gathering through it in the backward pass
-# (BENCHMARKS.md, "Pooled grids with an odd side").
+# shifted by one, with one cell left over at the start. The functions below run the
+# stride-2 kernels with one more tap in front on such an axis (a tap of weight 0 that
+# steps the windows one cell on, so that no padded copy of the map is needed) and add
+# the leftover cell's row and column by hand, instead of summing through an index and
+# gathering through it in the backward pass (BENCHMARKS.md, "Pooled grids with an odd
+# side").
 
 
 def _pooled_remainders(big: tuple[int, int], small: tuple[int, int]) -> tuple[int, int] | None:
@@ -187,6 +280,16 @@ def _pair_sums_1d(v: Tensor, r: int, *, leftover: bool) -> Tensor:
     return out
 
 
+def _pair_sums_1d_adjoint(v: Tensor, r: int, *, leftover: bool) -> Tensor:
+    """The adjoint of :func:`_pair_sums_1d`: each of the 2s + r cells gets its pair's
+    value (cell 0, when r = 1, that of pair 0 with ``leftover``, else 0)."""
+    out = v.new_zeros(*v.shape[:-1], 2 * v.shape[-1] + r)
+    out[..., r:].unflatten(-1, (-1, 2)).copy_(v[..., None])
+    if r and leftover:
+        out[..., 0] = v[..., 0]
+    return out
+
+
 def _pooled_upsample(g: Tensor, big: tuple[int, int], odd: tuple[int, int]) -> Tensor:
     """Nearest upsampling of (B, C, h, w) ``g`` to ``big`` = 2·(h, w) + ``odd``, written
     as broadcast copies (one pass; a gather through an index is several times slower)."""
@@ -204,55 +307,80 @@ def _pooled_upsample(g: Tensor, big: tuple[int, int], odd: tuple[int, int]) -> T
     return out
 
 
-def _pooled_adjoint_values(x: Tensor, odd: tuple[int, int], blur: bool) -> Tensor:
-    """up*(x), or up*(blur(x)) with ``blur``, onto the grid that x's halves (see above).
+def _pooled_kernel(odd: tuple[int, int], blur: bool, like: Tensor) -> tuple[Tensor, int]:
+    """The stride-2 kernel of the pooled adjoint (with the blur or not) and its padding."""
+    base = "blur_sum2" if blur else "sum2"
+    rows, columns = (f"{base}_odd" if r else base for r in odd)
+    return _kernel(f"{rows}/{columns}", like), (1 if blur else 0)
+
+
+def _pooled_adjoint_values(x: Tensor, odd: tuple[int, int], blur: bool, shift: float) -> Tensor:
+    """up*(x + s), or up*(blur(x + s)) with ``blur``, onto the grid that x's halves (see
+    above); s = ``shift`` inside x's grid.
 
     Written P (the adjoint along an axis) = P₀ + E, P₀ the shifted pairs and E the
-    leftover cell, the 2-D map P_y·X·P_xᵀ is P₀_y·X·P₀_xᵀ (pairs, or with the blur one
-    stride-2 convolution) plus E_y·X·P_xᵀ (one row, into row 0) plus P₀_y·X·E_xᵀ (one
-    column, into column 0).
+    leftover cell, the 2-D map P_y·X·P_xᵀ is P₀_y·X·P₀_xᵀ (one stride-2 convolution)
+    plus E_y·X·P_xᵀ (one row, into row 0) plus P₀_y·X·E_xᵀ (one column, into column 0).
     """
     ry, rx = odd
-    if blur:
-        # Window j of the 4×4 kernel reads rows 2j + r − 1 … 2j + r + 2: no padding
-        # before an odd axis, a zero row after it.
-        padded = F.pad(x, (0, rx, 0, ry)) if rx or ry else x
-        main = F.conv2d(
-            padded, _kernel("blur_sum2", x), stride=2, padding=(1 - ry, 1 - rx), groups=x.shape[1]
+    weights, padding = _pooled_kernel(odd, blur, x)
+    groups = x.shape[1]
+    bias = None
+    if shift:
+        response = _shift_response(
+            ("pooled", tuple(x.shape[-2:]), odd, blur),
+            lambda: _pooled_adjoint_values(x.new_ones(1, 1, *x.shape[-2:]), odd, blur, 0.0),
+            x,
         )
+        bias = x.new_full((groups,), shift * response[0])
+    main = F.conv2d(x, weights, bias, stride=2, padding=padding, groups=groups)
+    if blur:
         first_row = _blur_1d((x[..., 0, :] + x[..., 1, :]) / 3.0) if ry else None
         first_col = _blur_1d((x[..., :, 0] + x[..., :, 1]) / 3.0) if rx else None
     else:
-        inner = x[..., ry:, rx:].contiguous()  # a strided 2×2 sum is several times slower
-        main = F.conv2d(inner, _kernel("sum2", x), stride=2, groups=x.shape[1])
         first_row = x[..., 0, :] if ry else None
         first_col = x[..., :, 0] if rx else None
     if first_row is not None:  # E_y·X·P_xᵀ: row 0, with P_x's own leftover
         main[..., 0, :] += _pair_sums_1d(first_row, rx, leftover=True)
     if first_col is not None:  # P₀_y·X·E_xᵀ: column 0, the rows' leftover already counted
         main[..., :, 0] += _pair_sums_1d(first_col, ry, leftover=False)
-    return main
+    return _add_shift_edges(main, shift, response) if shift else main
 
 
 class _PooledAdjoint(torch.autograd.Function):
-    """up*(x) or up*(blur(x)) on pooled grids; the backward pass is blur(up(grad))."""
+    """up*(x + s) or up*(blur(x + s)) on pooled grids; the backward pass is up(grad), or
+    blur(up(grad)) as the transposed stride-2 convolution and the leftover row and
+    column."""
 
     @staticmethod
-    def forward(ctx: Any, x: Tensor, odd: tuple[int, int], blur: bool) -> Tensor:
-        ctx.big = (x.shape[-2], x.shape[-1])
+    def forward(ctx: Any, x: Tensor, odd: tuple[int, int], blur: bool, shift: float) -> Tensor:
+        ctx.big = x.shape
         ctx.odd = odd
         ctx.blur = blur
-        return _pooled_adjoint_values(x, odd, blur)
+        return _pooled_adjoint_values(x, odd, blur, shift)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
-    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None, None]:
-        up = _pooled_upsample(grad.contiguous(), ctx.big, ctx.odd)
-        return (box_blur(up) if ctx.blur else up), None, None
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None, None, None]:
+        shape, (ry, rx) = ctx.big, ctx.odd
+        grad = grad.contiguous()
+        if not ctx.blur:
+            return _pooled_upsample(grad, (shape[-2], shape[-1]), ctx.odd), None, None, None
+        weights, padding = _pooled_kernel(ctx.odd, True, grad)
+        back = conv2d_input(shape, weights, grad, stride=2, padding=padding, groups=shape[1])
+        if ry:  # the leftover row's part: rows 0 and 1 read row 0 of grad
+            row = _blur_1d(_pair_sums_1d_adjoint(grad[..., 0, :], rx, leftover=True)) / 3.0
+            back[..., 0, :] += row
+            back[..., 1, :] += row
+        if rx:  # the leftover column's part: columns 0 and 1 read column 0 of grad
+            col = _blur_1d(_pair_sums_1d_adjoint(grad[..., :, 0], ry, leftover=False)) / 3.0
+            back[..., :, 0] += col
+            back[..., :, 1] += col
+        return back, None, None, None
 
 
-def _pooled_adjoint(x: Tensor, odd: tuple[int, int], blur: bool) -> Tensor:
-    return typing.cast(Tensor, _PooledAdjoint.apply(x, odd, blur))
+def _pooled_adjoint(x: Tensor, odd: tuple[int, int], blur: bool, shift: float = 0.0) -> Tensor:
+    return typing.cast(Tensor, _PooledAdjoint.apply(x, odd, blur, shift))
 
 
 class _SelfGram(torch.autograd.Function):
@@ -312,16 +440,28 @@ def cross_gram(
     m = divisor or big[0] * big[1]
     bsz, ca = a.shape[:2]
     cb = b.shape[1]
-    shifted = _windowed(a + shift if shift else a, window)
     # (F_a + s)·(blur(up(F_b)))ᵀ = up*(blur(F_a + s))·F_bᵀ, formed on the small grid;
-    # and (F_a + s)·(s·1)ᵀ = s·(row sums of F_a + s), the same for every column.
-    if blur:
-        a_small = blur_adjoint(shifted, small, index)
+    # and (F_a + s)·(s·1)ᵀ = s·(row sums of F_a + s), the same for every column. Where a
+    # convolution forms up*(blur(·)) and no window cuts the maps, it adds the shift on
+    # the way (:func:`fixed_conv`): F_a + s is never formed.
+    pooled = big != small and _pooled_remainders((big[0], big[1]), small) is not None
+    sums: Tensor | None
+    if shift and window is None and index is None and (blur or pooled):
+        if blur:
+            a_small = blur_adjoint(a, small, shift=shift)
+        else:
+            a_small = upsample_adjoint(a, small, shift=shift)
+        sums = a.sum(dim=(2, 3)) + shift * big[0] * big[1]
     else:
-        a_small = upsample_adjoint(shifted, small, index)
+        shifted = _windowed(a + shift if shift else a, window)
+        if blur:
+            a_small = blur_adjoint(shifted, small, index)
+        else:
+            a_small = upsample_adjoint(shifted, small, index)
+        sums = shifted.sum(dim=(2, 3)) if shift else None
     g = a_small.reshape(bsz, ca, -1) @ b.reshape(bsz, cb, -1).transpose(1, 2)  # (B, C_a, C_b)
-    if shift:
-        g = g + shift * shifted.sum(dim=(2, 3)).unsqueeze(2)
+    if sums is not None:
+        g = g + shift * sums.unsqueeze(2)
     return g / m
 
 

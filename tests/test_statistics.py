@@ -201,6 +201,49 @@ def test_adjoints_on_pooled_grids_forward_and_backward(
     torch.testing.assert_close(grad, ref_blur(up) if blur else up, **TOL)
 
 
+@pytest.mark.parametrize("shift", [-1.0, 0.5])
+@pytest.mark.parametrize("blur", [False, True])
+@pytest.mark.parametrize(("big", "small"), [*POOLED, ((5, 7), (5, 7)), ((1, 1), (1, 1))])
+def test_shifted_adjoints_add_the_shift_inside_the_grid_only(
+    big: tuple[int, int], small: tuple[int, int], blur: bool, shift: float
+) -> None:
+    """The adjoints with ``shift`` add it as a bias and set the edges right by hand: they
+    must equal the adjoint of x + s (zeros outside the grid), and their gradient is that
+    of the unshifted map. Same grids run the blur alone (upsampling is the identity)."""
+    if big == small and not blur:
+        with pytest.raises(ValueError, match="pooled grids"):
+            upsample_adjoint(rand(1, 1, *big), small, shift=shift)
+        return
+    x = rand(2, 3, *big, seed=15).requires_grad_(True)
+    g = rand(2, 3, *small, seed=16)
+    out = blur_adjoint(x, small, shift=shift) if blur else upsample_adjoint(x, small, shift=shift)
+    shifted = x + shift
+    expected = ref_adjoint(ref_blur(shifted) if blur else shifted, small)
+    torch.testing.assert_close(out, expected, **TOL)
+    (grad,) = torch.autograd.grad(out, x, g)
+    up = ref_up(g, big)
+    torch.testing.assert_close(grad, ref_blur(up) if blur else up, **TOL)
+
+
+@pytest.mark.parametrize("blur", [False, True])
+@pytest.mark.parametrize(("big", "small"), POOLED[4:])
+def test_cross_gram_gradients_on_pooled_grids(
+    big: tuple[int, int], small: tuple[int, int], blur: bool
+) -> None:
+    """The shifted pair's Gram (the shift carried by the convolution's bias) and its
+    gradients for both maps, against autograd through the loop reference."""
+    a = rand(1, 3, *big, seed=17).requires_grad_(True)
+    b = rand(1, 4, *small, seed=18).requires_grad_(True)
+    weights = rand(1, 3, 4, seed=19)
+    got = cross_gram(a, b, -1.0, blur)
+    expected = ref_cross_gram(a, b, -1.0, blur)
+    torch.testing.assert_close(got, expected, **TOL)
+    grads = torch.autograd.grad((got * weights).sum(), (a, b))
+    ref_grads = torch.autograd.grad((expected * weights).sum(), (a, b))
+    for mine, theirs in zip(grads, ref_grads, strict=True):
+        torch.testing.assert_close(mine, theirs, **TOL)
+
+
 @pytest.mark.parametrize(("big", "small"), POOLED)
 def test_upsample_nearest_on_pooled_grids(big: tuple[int, int], small: tuple[int, int]) -> None:
     x = rand(2, 3, *small, seed=7)

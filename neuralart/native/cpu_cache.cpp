@@ -1,28 +1,35 @@
-// neuralart's CPU block cache: torch's CPU allocator, keeping freed feature maps for
-// the next request of their size (neuralart/cpucache.py explains why).
+// neuralart's CPU block cache: torch's CPU allocator, keeping freed feature maps' pages
+// for the next requests (neuralart/cpucache.py explains why).
 //
 // Every iteration of an optimisation allocates and frees the same feature maps, most of
 // them above glibc's mmap threshold: glibc maps each one afresh and unmaps it on free,
-// so every pass pays page faults on hundreds of megabytes. Here a block of at least
-// min_size bytes (whole pages, mapped from the kernel) goes into the cache when freed,
-// and a request is served by the smallest cached block of at least its size and at most
-// `fit` times it. The blocks in use and those cached together stay within (1 + slack)
-// times the most in use at once since the last release(): before mapping a new block
-// the largest cached ones are unmapped, and a freed block that would break the budget
-// is unmapped at once. Smaller requests go to the allocator this one replaces.
-// release() unmaps every cached block (called between levels and after a run).
+// so every pass pays page faults on hundreds of megabytes. Here requests of at least
+// min_size bytes are carved, in whole pages, out of one large reservation of address
+// space, managed as a heap: the lowest free range that is large enough serves a request
+// (first fit), a freed range merges with its free neighbours, and the pages of free
+// ranges stay mapped and written, so that a request served from them costs no fault.
+// What stays resident (the pages in use and those of free ranges) is kept within
+// (1 + slack) times the most in use at once since the last release(): when a request
+// needs pages that are not resident and the total would go beyond that, the free pages
+// at the highest addresses are given back to the kernel (MADV_DONTNEED) first. Smaller
+// requests, and any that the reservation cannot hold, go to the allocator this one
+// replaces. release() gives back every free page (called between levels and after a
+// run).
 #include <sys/mman.h>
+#include <unistd.h>
 #include <torch/extension.h>
 
 #include <c10/core/Allocator.h>
 #include <c10/core/CPUAllocator.h>
 
 #include <algorithm>
-#include <cstdlib>
+#include <cstdint>
 #include <cstring>
 #include <iterator>
 #include <map>
 #include <mutex>
+#include <stdexcept>
+#include <string>
 #include <unordered_map>
 #include <vector>
 
@@ -30,235 +37,326 @@ namespace {
 
 constexpr size_t kPage = 4096;
 
+size_t whole_pages(size_t n) { return (n + kPage - 1) & ~(kPage - 1); }
+
+// Ranges are [start, end) byte offsets from the reservation's base, in whole pages,
+// kept in maps from start to end, disjoint and merged where they touch.
+using Ranges = std::map<size_t, size_t>;
+
+// Add [start, end) to ``ranges``, merging it with the ranges it touches.
+void add_range(Ranges& ranges, size_t start, size_t end) {
+  auto next = ranges.lower_bound(start);
+  if (next != ranges.begin()) {
+    auto before = std::prev(next);
+    if (before->second >= start) {
+      start = before->first;
+      end = std::max(end, before->second);
+      next = ranges.erase(before);
+    }
+  }
+  while (next != ranges.end() && next->first <= end) {
+    end = std::max(end, next->second);
+    next = ranges.erase(next);
+  }
+  ranges[start] = end;
+}
+
+// Remove [start, end) from ``ranges``; the number of bytes removed.
+size_t cut_range(Ranges& ranges, size_t start, size_t end) {
+  size_t removed = 0;
+  auto it = ranges.upper_bound(start);
+  if (it != ranges.begin()) {
+    it = std::prev(it);
+  }
+  while (it != ranges.end() && it->first < end) {
+    const size_t lo = std::max(it->first, start);
+    const size_t hi = std::min(it->second, end);
+    if (lo >= hi) {
+      ++it;
+      continue;
+    }
+    removed += hi - lo;
+    const size_t first = it->first;
+    const size_t last = it->second;
+    it = ranges.erase(it);
+    if (first < lo) {
+      ranges[first] = lo;
+    }
+    if (hi < last) {
+      it = ranges.emplace(hi, last).first;
+      ++it;
+    }
+  }
+  return removed;
+}
+
 // Data pointers are "simple" (the pointer is its own context), as oneDNN's raw_allocate
-// and raw_deallocate require; the cache finds a block's size by its pointer.
-class BlockCache final : public c10::Allocator {
+// and raw_deallocate require; the heap finds a block's size by its offset.
+class PageHeap final : public c10::Allocator {
  public:
-  BlockCache(c10::Allocator* small, size_t min_size, double slack, double fit)
+  PageHeap(c10::Allocator* small, char* base, size_t reserved, size_t min_size, double slack)
       : small_(small),
         small_deleter_(small->raw_deleter()),
+        base_(base),
+        reserved_(reserved),
         min_size_(min_size),
-        slack_(slack),
-        fit_(fit) {}
+        slack_(slack) {}
 
   c10::DataPtr allocate(size_t n) override {
     if (n < min_size_ || small_deleter_ == nullptr) {
       return small_->allocate(n);
     }
-    const size_t size = (n + kPage - 1) & ~(kPage - 1);
-    void* ptr = take(size);
-    if (ptr == nullptr) {
-      evict_for(size);
-      ptr = map(size);
-      if (ptr == nullptr) {
-        release();  // memory is short: give the cached blocks back and try once more
-        ptr = map(size);
-        TORCH_CHECK(ptr != nullptr, "out of memory: could not allocate ", size,
-                    " bytes on the CPU");
-      }
-      std::lock_guard<std::mutex> lock(mutex_);
-      sizes_[ptr] = size;
-      grow(size);
+    void* ptr = take(whole_pages(n));
+    if (ptr == nullptr) {  // beyond the reservation: the allocator this one replaced
+      return small_->allocate(n);
     }
-    return {ptr, ptr, &BlockCache::give_back, c10::Device(c10::DeviceType::CPU)};
+    return {ptr, ptr, &PageHeap::give_back, c10::Device(c10::DeviceType::CPU)};
   }
 
   // Without a raw deleter of the allocator it replaces, every request goes to that one
   // (see allocate), and raw allocation is as unsupported as it was there.
   c10::DeleterFnPtr raw_deleter() const override {
-    return small_deleter_ == nullptr ? nullptr : &BlockCache::give_back;
+    return small_deleter_ == nullptr ? nullptr : &PageHeap::give_back;
   }
 
   void copy_data(void* dest, const void* src, std::size_t count) const override {
     std::memcpy(dest, src, count);
   }
 
-  void release() {
-    std::vector<void*> blocks;
-    {
-      std::lock_guard<std::mutex> lock(mutex_);
-      for (auto& entry : free_) {
-        blocks.insert(blocks.end(), entry.second.begin(), entry.second.end());
-      }
-      free_.clear();
-      cached_ = 0;
-      peak_live_ = live_;  // the next sizes set their own peak
-    }
-    for (void* ptr : blocks) {
-      unmap(ptr);
-    }
-  }
-
-  std::vector<int64_t> stats() {
-    std::lock_guard<std::mutex> lock(mutex_);
-    return {static_cast<int64_t>(cached_), hits_, misses_, static_cast<int64_t>(live_),
-            static_cast<int64_t>(peak_live_), evicted_};
-  }
-
-  static void give_back(void* ptr);
-
-  bool owns(void* ptr) {
-    std::lock_guard<std::mutex> lock(mutex_);
-    return sizes_.count(ptr) != 0;
+  bool owns(void* ptr) const {
+    const char* p = static_cast<const char*>(ptr);
+    return p >= base_ && p < base_ + reserved_;
   }
 
   c10::DeleterFnPtr small_deleter() const { return small_deleter_; }
 
- private:
-  // The smallest cached block of at least ``size`` bytes and at most ``fit`` times that.
-  void* take(size_t size) {
+  static void give_back(void* ptr);
+
+  // Free pages back to the kernel, the heap's free top back to the reservation; the
+  // most in use starts again from what is in use now.
+  void release() {
     std::lock_guard<std::mutex> lock(mutex_);
-    auto found = free_.lower_bound(size);
-    while (found != free_.end() && found->second.empty()) {
-      found = free_.erase(found);
-    }
-    if (found == free_.end() || static_cast<double>(found->first) > fit_ * static_cast<double>(size)) {
-      ++misses_;
-      return nullptr;
-    }
-    const size_t block = found->first;
-    void* ptr = found->second.back();
-    found->second.pop_back();
-    cached_ -= block;
-    ++hits_;
-    grow(block);
-    return ptr;
-  }
-
-  void grow(size_t size) {  // under the lock
-    live_ += size;
-    if (live_ > peak_live_) {
-      peak_live_ = live_;
-    }
-  }
-
-  // The cache may hold the blocks in use and cached up to (1 + slack) times the most
-  // ever in use at once since the last release: the footprint stays within that of
-  // freeing everything at once, plus the slack.
-  size_t budget() const {
-    return static_cast<size_t>(static_cast<double>(peak_live_) * (1.0 + slack_));
-  }
-
-  // Before a new block of ``size``: free cached blocks, largest first, until the blocks
-  // in use, those cached and the new one fit the budget.
-  void evict_for(size_t size) {
-    std::vector<void*> victims;
-    {
-      std::lock_guard<std::mutex> lock(mutex_);
-      const size_t wanted = std::max(peak_live_, live_ + size);
-      const size_t limit = static_cast<size_t>(static_cast<double>(wanted) * (1.0 + slack_));
-      while (live_ + size + cached_ > limit && !free_.empty()) {
-        auto largest = std::prev(free_.end());
-        while (!largest->second.empty() && live_ + size + cached_ > limit) {
-          victims.push_back(largest->second.back());
-          largest->second.pop_back();
-          cached_ -= largest->first;
-          ++evicted_;
-        }
-        if (largest->second.empty()) {
-          free_.erase(largest);
-        }
+    for (const auto& range : free_) {
+      const size_t written = resident_in(range.first, range.second);
+      if (written > 0) {
+        madvise(base_ + range.first, range.second - range.first, MADV_DONTNEED);
+        add_range(unwritten_, range.first, range.second);
+        resident_ -= written;
       }
     }
-    for (void* ptr : victims) {
-      unmap(ptr);
+    if (!free_.empty() && std::prev(free_.end())->second == top_) {
+      const auto last = std::prev(free_.end());
+      const size_t start = last->first;
+      free_.erase(last);
+      cut_range(unwritten_, start, top_);
+      mprotect(base_ + start, top_ - start, PROT_NONE);
+      top_ = start;
     }
+    peak_live_ = live_;
+  }
+
+  std::vector<int64_t> stats() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return {static_cast<int64_t>(resident_ - live_), hits_, misses_,
+            static_cast<int64_t>(live_), static_cast<int64_t>(peak_live_),
+            static_cast<int64_t>(released_), static_cast<int64_t>(top_)};
   }
 
   void keep(void* ptr) {
-    {
-      std::lock_guard<std::mutex> lock(mutex_);
-      auto known = sizes_.find(ptr);
-      if (known == sizes_.end()) {
-        ptr = nullptr;  // not one of this cache's blocks
-      } else {
-        const size_t size = known->second;
-        live_ -= size;
-        if (live_ + cached_ + size <= budget()) {
-          free_[size].push_back(ptr);
-          cached_ += size;
-          return;
+    std::lock_guard<std::mutex> lock(mutex_);
+    const size_t start = static_cast<size_t>(static_cast<char*>(ptr) - base_);
+    const auto known = sizes_.find(start);
+    if (known == sizes_.end()) {
+      return;  // not a block of this heap (cannot happen: owns() checked the address)
+    }
+    const size_t size = known->second;
+    sizes_.erase(known);
+    live_ -= size;
+    add_range(free_, start, start + size);  // its pages stay resident, counted as before
+  }
+
+ private:
+  // A block of ``size`` bytes (whole pages): the lowest free range that holds it, or the
+  // top of the heap; nullptr when the reservation cannot hold it.
+  void* take(size_t size) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    size_t start = top_;
+    bool found = false;
+    for (auto it = free_.begin(); it != free_.end(); ++it) {
+      if (it->second - it->first >= size) {
+        start = it->first;
+        const size_t end = it->second;
+        free_.erase(it);
+        if (end > start + size) {
+          free_[start + size] = end;
         }
+        found = true;
+        break;
       }
     }
-    if (ptr != nullptr) {
-      unmap(ptr);
+    if (!found) {
+      // A free range at the top grows into fresh pages; otherwise the block starts there.
+      if (!free_.empty() && std::prev(free_.end())->second == top_) {
+        start = std::prev(free_.end())->first;
+      }
+      const size_t end = start + size;
+      if (end > reserved_) {
+        return nullptr;
+      }
+      if (mprotect(base_ + top_, end - top_, PROT_READ | PROT_WRITE) != 0) {
+        return nullptr;
+      }
+      if (start < top_) {
+        free_.erase(start);
+      }
+      add_range(unwritten_, top_, end);
+      top_ = end;
     }
+    const size_t fresh = cut_range(unwritten_, start, start + size);
+    resident_ += fresh;
+    if (fresh > 0) {
+      ++misses_;
+    } else {
+      ++hits_;
+    }
+    sizes_[start] = size;
+    live_ += size;
+    peak_live_ = std::max(peak_live_, live_);
+    const auto budget = static_cast<size_t>(static_cast<double>(peak_live_) * (1.0 + slack_));
+    if (resident_ > budget) {
+      shed(whole_pages(resident_ - budget));
+    }
+    return base_ + start;
   }
 
-  // Blocks are whole pages mapped from the kernel and unmapped when they leave the
-  // cache, so that what is not cached is given back at once, as glibc does for its
-  // large blocks (glibc's heap would keep the middle-sized ones, fragmenting).
-  static void* map(size_t size) {
-    void* ptr = mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    return ptr == MAP_FAILED ? nullptr : ptr;
+  // Bytes of [start, end) that are resident (not in unwritten_).
+  size_t resident_in(size_t start, size_t end) const {
+    size_t unwritten = 0;
+    auto it = unwritten_.upper_bound(start);
+    if (it != unwritten_.begin()) {
+      it = std::prev(it);
+    }
+    for (; it != unwritten_.end() && it->first < end; ++it) {
+      const size_t lo = std::max(it->first, start);
+      const size_t hi = std::min(it->second, end);
+      if (lo < hi) {
+        unwritten += hi - lo;
+      }
+    }
+    return (end - start) - unwritten;
   }
 
-  void unmap(void* ptr) {
-    size_t size = 0;
-    {
-      std::lock_guard<std::mutex> lock(mutex_);
-      auto known = sizes_.find(ptr);
-      size = known->second;
-      sizes_.erase(known);
+  // Give ``need`` bytes of resident free pages back to the kernel, highest first.
+  void shed(size_t need) {
+    for (auto range = free_.rbegin(); range != free_.rend() && need > 0; ++range) {
+      size_t hi = range->second;
+      const size_t lo_limit = range->first;
+      while (hi > lo_limit && need > 0) {
+        // The resident piece ending at hi: down to the next unwritten range below hi.
+        auto below = unwritten_.lower_bound(hi);
+        if (below != unwritten_.begin()) {
+          const auto prev = std::prev(below);
+          if (prev->second >= hi) {  // hi is inside (or at the end of) an unwritten range
+            hi = std::max(prev->first, lo_limit);
+            continue;
+          }
+        }
+        size_t lo = lo_limit;
+        if (below != unwritten_.begin()) {
+          lo = std::max(lo, std::prev(below)->second);
+        }
+        const size_t take = std::min(hi - lo, need);
+        madvise(base_ + hi - take, take, MADV_DONTNEED);
+        add_range(unwritten_, hi - take, hi);
+        resident_ -= take;
+        released_ += take;
+        need -= take;
+        hi -= take;
+      }
     }
-    munmap(ptr, size);
   }
 
   c10::Allocator* small_;
   c10::DeleterFnPtr small_deleter_;
+  char* const base_;
+  const size_t reserved_;
   const size_t min_size_;
   const double slack_;
-  const double fit_;
-  size_t cached_ = 0;     // bytes in cached blocks
+  size_t top_ = 0;        // the heap's end: pages above it are not accessible
   size_t live_ = 0;       // bytes in blocks in use
   size_t peak_live_ = 0;  // the most in use at once since the last release
-  int64_t hits_ = 0;
-  int64_t misses_ = 0;
-  int64_t evicted_ = 0;
+  size_t resident_ = 0;   // bytes of the heap's written pages, in use or free
+  size_t released_ = 0;   // bytes given back to the kernel to keep the budget
+  int64_t hits_ = 0;      // requests served without an unwritten page
+  int64_t misses_ = 0;    // requests that needed unwritten pages
   std::mutex mutex_;
-  std::map<size_t, std::vector<void*>> free_;  // cached blocks by size
-  std::unordered_map<void*, size_t> sizes_;  // every block of this cache, in use or cached
+  Ranges free_;       // free ranges of the heap, merged
+  Ranges unwritten_;  // pages below the top that are not resident (fresh or given back)
+  std::unordered_map<size_t, size_t> sizes_;  // blocks in use: start -> size
 };
 
-BlockCache* g_cache = nullptr;  // never deleted: blocks may be freed at any time until exit
+PageHeap* g_heap = nullptr;  // never deleted: blocks may be freed at any time until exit
 
-void BlockCache::give_back(void* ptr) {
-  if (!g_cache->owns(ptr)) {
-    // A small block handed out by the allocator this one replaced, freed through
+void PageHeap::give_back(void* ptr) {
+  if (!g_heap->owns(ptr)) {
+    // A block handed out by the allocator this one replaced, freed through
     // raw_deallocate with this allocator's raw deleter: it goes back to its own.
-    g_cache->small_deleter()(ptr);
+    g_heap->small_deleter()(ptr);
     return;
   }
-  g_cache->keep(ptr);
+  g_heap->keep(ptr);
 }
 
-bool install(int64_t min_size, double slack, double fit) {
-  if (g_cache != nullptr) {
+// Reserve address space (no memory: the pages are inaccessible until the heap grows into
+// them): twice the machine's memory, or less where the process may not map that much.
+char* reserve(size_t* size) {
+  const long pages = sysconf(_SC_PHYS_PAGES);
+  size_t want = pages > 0 ? 2 * static_cast<size_t>(pages) * kPage : (size_t{64} << 30);
+  while (want >= (size_t{1} << 30)) {
+    void* ptr = mmap(nullptr, want, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (ptr != MAP_FAILED) {
+      *size = want;
+      return static_cast<char*>(ptr);
+    }
+    want /= 2;
+  }
+  return nullptr;
+}
+
+bool install(int64_t min_size, double slack) {
+  if (g_heap != nullptr) {
     return false;
   }
-  g_cache = new BlockCache(c10::GetCPUAllocator(), static_cast<size_t>(min_size), slack, fit);
-  c10::SetCPUAllocator(g_cache, /*priority=*/100);
-  return c10::GetCPUAllocator() == g_cache;
+  size_t reserved = 0;
+  char* base = reserve(&reserved);
+  if (base == nullptr) {
+    throw std::runtime_error("could not reserve address space for the heap");
+  }
+  g_heap = new PageHeap(c10::GetCPUAllocator(), base, reserved, static_cast<size_t>(min_size),
+                        slack);
+  c10::SetCPUAllocator(g_heap, /*priority=*/100);
+  return c10::GetCPUAllocator() == g_heap;
 }
 
-bool installed() { return g_cache != nullptr && c10::GetCPUAllocator() == g_cache; }
+bool installed() { return g_heap != nullptr && c10::GetCPUAllocator() == g_heap; }
 
 void release() {
-  if (g_cache != nullptr) {
-    g_cache->release();
+  if (g_heap != nullptr) {
+    g_heap->release();
   }
 }
 
 std::vector<int64_t> stats() {
-  return g_cache != nullptr ? g_cache->stats() : std::vector<int64_t>{0, 0, 0, 0, 0, 0};
+  return g_heap != nullptr ? g_heap->stats() : std::vector<int64_t>{0, 0, 0, 0, 0, 0, 0};
 }
 
 }  // namespace
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.def("install", &install, "make the block cache torch's CPU allocator");
-  m.def("installed", &installed, "whether the block cache is torch's CPU allocator");
-  m.def("release", &release, "free every cached block");
-  m.def("stats", &stats, "[bytes cached, hits, misses, bytes in use, most in use, evicted]");
+  m.def("install", &install, "make the page heap torch's CPU allocator");
+  m.def("installed", &installed, "whether the page heap is torch's CPU allocator");
+  m.def("release", &release, "give every free page back to the kernel");
+  m.def("stats", &stats,
+        "[bytes free and resident, hits, misses, bytes in use, most in use, bytes released, "
+        "heap size]");
 }
