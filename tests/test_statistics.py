@@ -225,16 +225,18 @@ def test_shifted_adjoints_add_the_shift_inside_the_grid_only(
     torch.testing.assert_close(grad, ref_blur(up) if blur else up, **TOL)
 
 
+@pytest.mark.parametrize("batch", [1, 2])
 @pytest.mark.parametrize("blur", [False, True])
-@pytest.mark.parametrize(("big", "small"), POOLED[4:])
+@pytest.mark.parametrize(("big", "small"), [*POOLED[4:], ((5, 7), (5, 7))])
 def test_cross_gram_gradients_on_pooled_grids(
-    big: tuple[int, int], small: tuple[int, int], blur: bool
+    big: tuple[int, int], small: tuple[int, int], blur: bool, batch: int
 ) -> None:
     """The shifted pair's Gram (the shift carried by the convolution's bias) and its
-    gradients for both maps, against autograd through the loop reference."""
-    a = rand(1, 3, *big, seed=17).requires_grad_(True)
-    b = rand(1, 4, *small, seed=18).requires_grad_(True)
-    weights = rand(1, 3, 4, seed=19)
+    gradients for both maps, against autograd through the loop reference: across every
+    kind of pooling and on one grid, for one picture and for a batch."""
+    a = rand(batch, 3, *big, seed=17).requires_grad_(True)
+    b = rand(batch, 4, *small, seed=18).requires_grad_(True)
+    weights = rand(batch, 3, 4, seed=19)
     got = cross_gram(a, b, -1.0, blur)
     expected = ref_cross_gram(a, b, -1.0, blur)
     torch.testing.assert_close(got, expected, **TOL)
