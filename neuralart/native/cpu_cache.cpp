@@ -16,6 +16,7 @@
 // replaces. release() gives back every free page (called between levels and after a
 // run).
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <unistd.h>
 #include <torch/extension.h>
 
@@ -308,10 +309,15 @@ void PageHeap::give_back(void* ptr) {
 }
 
 // Reserve address space (no memory: the pages are inaccessible until the heap grows into
-// them): twice the machine's memory, or less where the process may not map that much.
+// them): twice the machine's memory, at most half of what the process may map (ulimit
+// -v), or less where even that cannot be had.
 char* reserve(size_t* size) {
   const long pages = sysconf(_SC_PHYS_PAGES);
   size_t want = pages > 0 ? 2 * static_cast<size_t>(pages) * kPage : (size_t{64} << 30);
+  struct rlimit limit;
+  if (getrlimit(RLIMIT_AS, &limit) == 0 && limit.rlim_cur != RLIM_INFINITY) {
+    want = std::min(want, static_cast<size_t>(limit.rlim_cur) / 2);
+  }
   while (want >= (size_t{1} << 30)) {
     void* ptr = mmap(nullptr, want, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
     if (ptr != MAP_FAILED) {
