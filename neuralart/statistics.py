@@ -128,10 +128,12 @@ def _add_shift_edges(out: Tensor, shift: float, response: tuple[Any, ...]) -> Te
     """Set the edges of ``out`` = K(F) + s·v right: + s·(K(1) − v) where it differs."""
     _, rows, row_fix, columns, column_fix = response
     b, c = out.shape[:2]
+    # The sources are a few rows and columns: made whole, whatever the device's
+    # index_add_ makes of broadcast strides.
     if rows.numel():
-        out.index_add_(-2, rows, (row_fix * shift).expand(b, c, -1, -1))
+        out.index_add_(-2, rows, (row_fix * shift).expand(b, c, -1, -1).contiguous())
     if columns.numel():
-        out.index_add_(-1, columns, (column_fix * shift).expand(b, c, -1, -1))
+        out.index_add_(-1, columns, (column_fix * shift).expand(b, c, -1, -1).contiguous())
     return out
 
 
@@ -237,7 +239,7 @@ def blur_adjoint(
     odd = _pooled_remainders((x.shape[-2], x.shape[-1]), size) if index is None else None
     if shift and index is not None:
         raise ValueError("blur_adjoint: a shift only without an index")
-    if (x.shape[-2], x.shape[-1]) == tuple(size):
+    if index is None and (x.shape[-2], x.shape[-1]) == tuple(size):
         return box_blur(x, shift)
     if odd == (0, 0):
         return fixed_conv(x, _kernel("blur_sum2", x), stride=2, padding=1, shift=shift)
