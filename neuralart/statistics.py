@@ -142,33 +142,54 @@ class _FixedConv(torch.autograd.Function):
     pass: the gradient is the transposed convolution of the gradient alone. Autograd's
     own convolution would keep its input, a picture-sized map, until the backward pass
     (the shifted map of every blurred pair, for example). With ``shift`` s it is the
-    convolution of x + s (s inside the grid, zeros outside), without forming x + s."""
+    convolution of x + s (s inside the grid, zeros outside), without forming x + s.
+
+    With ``totals`` it also returns the sum of x + s over the grid, per picture and
+    channel: its gradient, the same for every cell of a channel, is added where the
+    transposed convolution writes (as its bias, or right behind it while the map is
+    still in the cache) rather than by autograd, one pass over the map later.
+    """
 
     @staticmethod
     def forward(
-        ctx: Any, x: Tensor, weights: Tensor, stride: int, padding: int, shift: float
-    ) -> Tensor:
+        ctx: Any, x: Tensor, weights: Tensor, stride: int, padding: int, shift: float, totals: bool
+    ) -> Tensor | tuple[Tensor, Tensor]:
         ctx.shape = x.shape
         ctx.weights = weights
         ctx.stride = stride
         ctx.padding = padding
+        ctx.set_materialize_grads(False)
         groups = x.shape[1]
         if not shift:
-            return F.conv2d(x, weights, stride=stride, padding=padding, groups=groups)
-        one = weights[:1]
-        response = _shift_response(  # the kernels are kept for good: their address names them
-            ("conv", tuple(x.shape[-2:]), weights.data_ptr(), stride, padding),
-            lambda: F.conv2d(x.new_ones(1, 1, *x.shape[-2:]), one, stride=stride, padding=padding),
-            x,
-        )
-        bias = x.new_full((groups,), shift * response[0])
-        out = F.conv2d(x, weights, bias, stride=stride, padding=padding, groups=groups)
-        return _add_shift_edges(out, shift, response)
+            out = F.conv2d(x, weights, stride=stride, padding=padding, groups=groups)
+        else:
+            one = weights[:1]
+            response = _shift_response(  # the kernels are kept for good: their address names them
+                ("conv", tuple(x.shape[-2:]), weights.data_ptr(), stride, padding),
+                lambda: F.conv2d(
+                    x.new_ones(1, 1, *x.shape[-2:]), one, stride=stride, padding=padding
+                ),
+                x,
+            )
+            bias = x.new_full((groups,), shift * response[0])
+            out = F.conv2d(x, weights, bias, stride=stride, padding=padding, groups=groups)
+            out = _add_shift_edges(out, shift, response)
+        if not totals:
+            return out
+        return out, _grid_totals(x, shift)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
-    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None, None, None, None]:
+    def backward(
+        ctx: Any, grad: Tensor | None, grad_totals: Tensor | None = None
+    ) -> tuple[Tensor | None, None, None, None, None, None]:
         shape, weights, padding = ctx.shape, ctx.weights, ctx.padding
+        if grad is None:
+            if grad_totals is None:
+                return None, None, None, None, None, None
+            back = grad_totals[:, :, None, None].expand(shape).contiguous()
+            return back, None, None, None, None, None
+        bias, grad_totals = _as_bias(grad_totals, shape)
         if ctx.stride == 1 and weights.shape[0] == shape[1]:
             # At stride 1, one output per channel, the transposed convolution is the
             # convolution with the kernel turned round, which runs faster (oneDNN: about
@@ -176,76 +197,130 @@ class _FixedConv(torch.autograd.Function):
             kh, kw = weights.shape[-2:]
             turned = weights.flip(-2, -1)
             pad = (kh - 1 - padding, kw - 1 - padding)
-            back = F.conv2d(grad, turned, padding=pad, groups=shape[1])
+            back = F.conv2d(grad, turned, bias, padding=pad, groups=shape[1])
         else:
-            back = conv2d_input(
-                shape, weights, grad, stride=ctx.stride, padding=padding, groups=shape[1]
-            )
-        return back, None, None, None, None
+            back = _transposed(grad, weights, shape, ctx.stride, padding)
+            grad_totals = grad_totals if bias is None else bias[None]
+        if grad_totals is not None:
+            back += grad_totals[:, :, None, None]
+        return back, None, None, None, None, None
+
+
+def _grid_totals(x: Tensor, shift: float) -> Tensor:
+    """Σ over the grid of x + s: (B, C)."""
+    totals = x.sum(dim=(2, 3))
+    return totals + shift * x.shape[-2] * x.shape[-1] if shift else totals
+
+
+def _as_bias(grad_totals: Tensor | None, shape: torch.Size) -> tuple[Tensor | None, Tensor | None]:
+    """The gradient of the grid totals as a convolution's bias when there is one picture
+    (bias, None), else (None, the gradient) to add after."""
+    if grad_totals is not None and shape[0] == 1:
+        return grad_totals[0].contiguous(), None
+    return None, grad_totals
+
+
+def _transposed(
+    grad: Tensor, weights: Tensor, shape: torch.Size, stride: int, padding: int
+) -> Tensor:
+    """The transposed depthwise convolution back onto ``shape``'s grid. oneDNN's
+    deconvolution runs it in about 0.55 × the time of the convolution's input gradient
+    (the 2×2 sum after the blur, 64 channels at 512×341 px), without a bias: with one it
+    leaves the fast path."""
+    kh, kw = weights.shape[-2:]
+    extra = tuple(
+        size - ((n - 1) * stride - 2 * padding + k)
+        for size, n, k in zip(shape[-2:], grad.shape[-2:], (kh, kw), strict=True)
+    )
+    if weights.shape[0] == shape[1] and all(0 <= e < stride for e in extra):
+        return F.conv_transpose2d(
+            grad, weights, stride=stride, padding=padding, output_padding=extra, groups=shape[1]
+        )
+    return conv2d_input(shape, weights, grad, stride=stride, padding=padding, groups=shape[1])
 
 
 def fixed_conv(
-    x: Tensor, weights: Tensor, stride: int = 1, padding: int = 0, shift: float = 0.0
+    x: Tensor,
+    weights: Tensor,
+    stride: int = 1,
+    padding: int = 0,
+    shift: float = 0.0,
+    totals: list[Tensor] | None = None,
 ) -> Tensor:
     """``F.conv2d(x + shift, weights, stride, padding, groups=C)`` for constant depthwise
     weights, the shift inside the grid only, keeping nothing for the backward pass
-    (:class:`_FixedConv`)."""
-    return typing.cast(Tensor, _FixedConv.apply(x, weights, stride, padding, shift))
+    (:class:`_FixedConv`). With a list ``totals``, Σ over the grid of x + s, (B, C), is
+    appended to it, its gradient folded into this convolution's backward pass."""
+    if totals is None:
+        return typing.cast(Tensor, _FixedConv.apply(x, weights, stride, padding, shift, False))
+    out, sums = _FixedConv.apply(x, weights, stride, padding, shift, True)
+    totals.append(sums)
+    return typing.cast(Tensor, out)
 
 
 def upsample_adjoint(
-    x: Tensor, size: tuple[int, int], index: Resampling = None, shift: float = 0.0
+    x: Tensor,
+    size: tuple[int, int],
+    index: Resampling = None,
+    shift: float = 0.0,
+    totals: list[Tensor] | None = None,
 ) -> Tensor:
     """The adjoint of :func:`upsample_nearest`: (B, C, H, W) -> (B, C, h, w).
 
     Each cell of the small grid receives the sum of the large cells that read it. With
     ``shift`` s, of x + s (pooled grids only: ``index`` None and H, W twice h, w or one
-    more).
+    more); ``totals`` as in :func:`fixed_conv` (pooled grids only).
     """
     big_h, big_w = x.shape[-2:]
     h, w = size
     odd = _pooled_remainders((big_h, big_w), size) if index is None else None
-    if shift and (odd is None or (big_h, big_w) == (h, w)):
-        raise ValueError("upsample_adjoint: a shift only on pooled grids")
+    if (shift or totals is not None) and (odd is None or (big_h, big_w) == (h, w)):
+        raise ValueError("upsample_adjoint: a shift or totals only on pooled grids")
     if index is None:
         if (big_h, big_w) == (h, w):
             return x
         if odd == (0, 0):
-            return fixed_conv(x, _kernel("sum2", x), stride=2, shift=shift)
+            return fixed_conv(x, _kernel("sum2", x), stride=2, shift=shift, totals=totals)
         if odd is not None:
-            return _pooled_adjoint(x, odd, blur=False, shift=shift)
+            return _pooled_adjoint(x, odd, blur=False, shift=shift, totals=totals)
         index = (nearest_index(big_h, h, x.device), nearest_index(big_w, w, x.device))
     iy, ix = index
     rows = x.new_zeros(*x.shape[:-2], h, big_w).index_add(-2, iy, x)
     return rows.new_zeros(*x.shape[:-2], h, w).index_add(-1, ix, rows)
 
 
-def box_blur(x: Tensor, shift: float = 0.0) -> Tensor:
+def box_blur(x: Tensor, shift: float = 0.0, totals: list[Tensor] | None = None) -> Tensor:
     """Mean of each 3×3 neighbourhood, zero padding, always divided by 9; with ``shift``
-    s, of x + s inside the grid."""
-    return fixed_conv(x, _kernel("blur", x), padding=1, shift=shift)
+    s, of x + s inside the grid; ``totals`` as in :func:`fixed_conv`."""
+    return fixed_conv(x, _kernel("blur", x), padding=1, shift=shift, totals=totals)
 
 
 def blur_adjoint(
-    x: Tensor, size: tuple[int, int], index: Resampling = None, shift: float = 0.0
+    x: Tensor,
+    size: tuple[int, int],
+    index: Resampling = None,
+    shift: float = 0.0,
+    totals: list[Tensor] | None = None,
 ) -> Tensor:
     """up*(blur(x)): the adjoint of blur(up(·)), from x's grid down to ``size``; with
-    ``shift`` s, of x + s inside the grid (``index`` None only).
+    ``shift`` s, of x + s inside the grid, and ``totals`` as in :func:`fixed_conv`
+    (both ``index`` None only).
 
     When the large grid is exactly twice the small one this is a single 4×4 stride-2
     depthwise convolution; on pooled grids with an odd side, the same with a 5-tap axis
     and one extra row and column (below).
     """
     odd = _pooled_remainders((x.shape[-2], x.shape[-1]), size) if index is None else None
-    if shift and index is not None:
-        raise ValueError("blur_adjoint: a shift only without an index")
+    if (shift or totals is not None) and index is not None:
+        raise ValueError("blur_adjoint: a shift or totals only without an index")
     if index is None and (x.shape[-2], x.shape[-1]) == tuple(size):
-        return box_blur(x, shift)
+        return box_blur(x, shift, totals)
     if odd == (0, 0):
-        return fixed_conv(x, _kernel("blur_sum2", x), stride=2, padding=1, shift=shift)
+        kernel = _kernel("blur_sum2", x)
+        return fixed_conv(x, kernel, stride=2, padding=1, shift=shift, totals=totals)
     if odd is not None:
-        return _pooled_adjoint(x, odd, blur=True, shift=shift)
-    return upsample_adjoint(box_blur(x, shift), size, index)
+        return _pooled_adjoint(x, odd, blur=True, shift=shift, totals=totals)
+    return upsample_adjoint(box_blur(x, shift, totals), size, index)
 
 
 # Pooled grids. The network's 2×2 pooling halves a grid of 2s or 2s + 1 cells to s (an
@@ -352,24 +427,40 @@ def _pooled_adjoint_values(x: Tensor, odd: tuple[int, int], blur: bool, shift: f
 class _PooledAdjoint(torch.autograd.Function):
     """up*(x + s) or up*(blur(x + s)) on pooled grids; the backward pass is up(grad), or
     blur(up(grad)) as the transposed stride-2 convolution and the leftover row and
-    column."""
+    column. ``totals`` as in :class:`_FixedConv`."""
 
     @staticmethod
-    def forward(ctx: Any, x: Tensor, odd: tuple[int, int], blur: bool, shift: float) -> Tensor:
+    def forward(
+        ctx: Any, x: Tensor, odd: tuple[int, int], blur: bool, shift: float, totals: bool
+    ) -> Tensor | tuple[Tensor, Tensor]:
         ctx.big = x.shape
         ctx.odd = odd
         ctx.blur = blur
-        return _pooled_adjoint_values(x, odd, blur, shift)
+        ctx.set_materialize_grads(False)
+        out = _pooled_adjoint_values(x, odd, blur, shift)
+        return (out, _grid_totals(x, shift)) if totals else out
 
     @staticmethod
     @torch.autograd.function.once_differentiable
-    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None, None, None]:
+    def backward(
+        ctx: Any, grad: Tensor | None, grad_totals: Tensor | None = None
+    ) -> tuple[Tensor | None, None, None, None, None]:
         shape, (ry, rx) = ctx.big, ctx.odd
+        if grad is None:
+            if grad_totals is None:
+                return None, None, None, None, None
+            back = grad_totals[:, :, None, None].expand(shape).contiguous()
+            return back, None, None, None, None
         grad = grad.contiguous()
         if not ctx.blur:
-            return _pooled_upsample(grad, (shape[-2], shape[-1]), ctx.odd), None, None, None
+            # Every large cell reads one small cell: the totals' gradient, the same on
+            # every cell of a channel, is added on the small grid before the copies.
+            if grad_totals is not None:
+                grad = grad + grad_totals[:, :, None, None]
+            back = _pooled_upsample(grad, (shape[-2], shape[-1]), ctx.odd)
+            return back, None, None, None, None
         weights, padding = _pooled_kernel(ctx.odd, True, grad)
-        back = conv2d_input(shape, weights, grad, stride=2, padding=padding, groups=shape[1])
+        back = _transposed(grad, weights, shape, 2, padding)
         if ry:  # the leftover row's part: rows 0 and 1 read row 0 of grad
             row = _blur_1d(_pair_sums_1d_adjoint(grad[..., 0, :], rx, leftover=True)) / 3.0
             back[..., 0, :] += row
@@ -378,11 +469,23 @@ class _PooledAdjoint(torch.autograd.Function):
             col = _blur_1d(_pair_sums_1d_adjoint(grad[..., :, 0], ry, leftover=False)) / 3.0
             back[..., :, 0] += col
             back[..., :, 1] += col
-        return back, None, None, None
+        if grad_totals is not None:  # while the map is still in the cache
+            back += grad_totals[:, :, None, None]
+        return back, None, None, None, None
 
 
-def _pooled_adjoint(x: Tensor, odd: tuple[int, int], blur: bool, shift: float = 0.0) -> Tensor:
-    return typing.cast(Tensor, _PooledAdjoint.apply(x, odd, blur, shift))
+def _pooled_adjoint(
+    x: Tensor,
+    odd: tuple[int, int],
+    blur: bool,
+    shift: float = 0.0,
+    totals: list[Tensor] | None = None,
+) -> Tensor:
+    if totals is None:
+        return typing.cast(Tensor, _PooledAdjoint.apply(x, odd, blur, shift, False))
+    out, sums = _PooledAdjoint.apply(x, odd, blur, shift, True)
+    totals.append(sums)
+    return typing.cast(Tensor, out)
 
 
 class _SelfGram(torch.autograd.Function):
@@ -397,6 +500,29 @@ class _SelfGram(torch.autograd.Function):
     def backward(ctx: Any, grad: Tensor) -> Tensor:
         (f,) = ctx.saved_tensors
         return (grad + grad.transpose(1, 2)) @ f
+
+
+class _Cross(torch.autograd.Function):
+    """a·bᵀ for (B, C_a, M) a and (B, C_b, M) b, with both gradients formed as whole
+    maps, grad·b and gradᵀ·a: autograd's would give b's as the transpose of an (M, C_b)
+    product, which every later pass over it then reads across the grain."""
+
+    @staticmethod
+    def forward(ctx: Any, a: Tensor, b: Tensor) -> Tensor:
+        ctx.save_for_backward(a, b)
+        return a @ b.transpose(1, 2)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, Tensor | None]:
+        a, b = ctx.saved_tensors
+        grad_a = grad @ b if ctx.needs_input_grad[0] else None
+        grad_b = grad.transpose(1, 2) @ a if ctx.needs_input_grad[1] else None
+        return grad_a, grad_b
+
+
+def _cross(a: Tensor, b: Tensor) -> Tensor:
+    return typing.cast(Tensor, _Cross.apply(a, b))
 
 
 def _windowed(shifted: Tensor, window: Tensor | None) -> Tensor:
@@ -449,11 +575,14 @@ def cross_gram(
     pooled = big != small and _pooled_remainders((big[0], big[1]), small) is not None
     sums: Tensor | None
     if shift and window is None and index is None and (blur or pooled):
+        # The row sums come with the convolution: their gradient is added where its
+        # backward pass writes, not by autograd in one more pass over F_a's gradient.
+        totals: list[Tensor] = []
         if blur:
-            a_small = blur_adjoint(a, small, shift=shift)
+            a_small = blur_adjoint(a, small, shift=shift, totals=totals)
         else:
-            a_small = upsample_adjoint(a, small, shift=shift)
-        sums = a.sum(dim=(2, 3)) + shift * big[0] * big[1]
+            a_small = upsample_adjoint(a, small, shift=shift, totals=totals)
+        (sums,) = totals
     else:
         shifted = _windowed(a + shift if shift else a, window)
         if blur:
@@ -461,7 +590,7 @@ def cross_gram(
         else:
             a_small = upsample_adjoint(shifted, small, index)
         sums = shifted.sum(dim=(2, 3)) if shift else None
-    g = a_small.reshape(bsz, ca, -1) @ b.reshape(bsz, cb, -1).transpose(1, 2)  # (B, C_a, C_b)
+    g = _cross(a_small.reshape(bsz, ca, -1), b.reshape(bsz, cb, -1))  # (B, C_a, C_b)
     if sums is not None:
         g = g + shift * sums.unsqueeze(2)
     return g / m
@@ -547,7 +676,7 @@ def adjacent_gram(
         moved = fixed_conv(shifted, _offset_kernels(False, ca, a), padding=1)
         copies = upsample_adjoint(moved, small, index)
     # copies: (B, C_a·9, h, w), channel c·9 + d
-    g = copies.reshape(bsz, ca * 9, -1) @ b.reshape(bsz, cb, -1).transpose(1, 2)
+    g = _cross(copies.reshape(bsz, ca * 9, -1), b.reshape(bsz, cb, -1))
     g = g.reshape(bsz, ca, 9, cb).transpose(1, 2)  # (B, 9, C_a, C_b)
     if shift:
         inside = shifted.reshape(bsz, ca, -1) @ _valid_masks(big, a).t()  # (B, C_a, 9)

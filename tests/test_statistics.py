@@ -15,6 +15,7 @@ import torch.nn.functional as F
 
 from neuralart.statistics import (
     OFFSETS,
+    _cross,
     adjacent_gram,
     blur_adjoint,
     box_blur,
@@ -223,6 +224,66 @@ def test_shifted_adjoints_add_the_shift_inside_the_grid_only(
     (grad,) = torch.autograd.grad(out, x, g)
     up = ref_up(g, big)
     torch.testing.assert_close(grad, ref_blur(up) if blur else up, **TOL)
+
+
+# Where the adjoints hand out totals: pooled grids with and without the blur; one grid
+# and other ratios with it.
+TOTALS = [
+    *((big, small, blur) for big, small in POOLED[4:8] for blur in (False, True)),
+    ((5, 7), (5, 7), True),
+    ((5, 7), (2, 3), True),
+]
+
+
+@pytest.mark.parametrize("used", ["both", "map", "totals"])
+@pytest.mark.parametrize("batch", [1, 2])
+@pytest.mark.parametrize(("big", "small", "blur"), TOTALS)
+def test_adjoint_totals_and_their_gradient(
+    big: tuple[int, int], small: tuple[int, int], blur: bool, batch: int, used: str
+) -> None:
+    """``totals`` hands out Σ over the grid of x + s with the adjoint, its gradient added
+    inside the adjoint's backward pass (as the convolution's bias for one picture, after
+    it for a batch): values and the gradient of any mix of the two outputs must be those
+    of the reference, including when only one of them reaches the loss."""
+    shift = -1.0
+    x = rand(batch, 3, *big, seed=21).requires_grad_(True)
+    g = rand(batch, 3, *small, seed=22)
+    w = rand(batch, 3, seed=23)
+    totals: list[torch.Tensor] = []
+    adjoint = blur_adjoint if blur else upsample_adjoint
+    out = adjoint(x, small, shift=shift, totals=totals)
+    (sums,) = totals
+    shifted = x + shift
+    expected = ref_adjoint(ref_blur(shifted) if blur else shifted, small)
+    torch.testing.assert_close(out, expected, **TOL)
+    torch.testing.assert_close(sums, shifted.sum(dim=(2, 3)), **TOL)
+    loss = {"both": (out * g).sum() + (sums * w).sum(), "map": (out * g).sum()}.get(
+        used, (sums * w).sum()
+    )
+    (grad,) = torch.autograd.grad(loss, x)
+    up = ref_up(g, big)
+    expected_grad = torch.zeros_like(x)
+    if used != "totals":
+        expected_grad += ref_blur(up) if blur else up
+    if used != "map":
+        expected_grad += w[:, :, None, None]
+    torch.testing.assert_close(grad, expected_grad, **TOL)
+
+
+def test_cross_gives_both_gradients_as_whole_maps() -> None:
+    """a·bᵀ's gradients: right, and laid out as the maps are (a later pass over a
+    transposed gradient reads it across the grain)."""
+    a = rand(2, 3, 11, seed=24).requires_grad_(True)
+    b = rand(2, 4, 11, seed=25).requires_grad_(True)
+    weights = rand(2, 3, 4, seed=26)
+    got = _cross(a, b)
+    expected = torch.einsum("bim,bjm->bij", a, b)
+    torch.testing.assert_close(got, expected, **TOL)
+    grads = torch.autograd.grad((got * weights).sum(), (a, b))
+    ref_grads = torch.autograd.grad((expected * weights).sum(), (a, b))
+    for mine, theirs in zip(grads, ref_grads, strict=True):
+        torch.testing.assert_close(mine, theirs, **TOL)
+        assert mine.is_contiguous()
 
 
 @pytest.mark.parametrize("batch", [1, 2])
