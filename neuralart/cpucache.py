@@ -21,7 +21,9 @@ heap still refaults a few per cent of its pages per iteration.
 
 It is a small C++ extension of torch, compiled once per torch version on a machine with
 a C++ compiler and ninja: ``python -m neuralart.cpucache build`` (``make install`` does
-it). Where it has not been built, or with ``NEURALART_CPU_CACHE=off``, torch's own
+it). The same extension carries the histogram matching of rows that the sorted
+statistics run on the CPU (``native/row_match.cpp``, :func:`native`), used whether the
+cache is on or not. Where it has not been built, or with ``NEURALART_CPU_CACHE=off``, torch's own
 allocator serves the CPU as before: the pictures are the same either way, only the
 seconds differ. ``python -m neuralart.cpucache status`` says which it is.
 """
@@ -36,6 +38,7 @@ from pathlib import Path
 from types import ModuleType
 
 SOURCE = Path(__file__).parent / "native" / "cpu_cache.cpp"
+SOURCES = (SOURCE, SOURCE.with_name("row_match.cpp"))
 NAME = "neuralart_cpu_cache"
 MIN_BLOCK = 1 << 20  # smaller requests go to torch's allocator (glibc's heap serves them)
 SLACK = 0.05  # resident pages <= (1 + SLACK) x the most in use at once since the last release
@@ -49,7 +52,7 @@ def build_dir() -> Path:
     import torch
 
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    digest = hashlib.sha256(SOURCE.read_bytes()).hexdigest()[:12]
+    digest = hashlib.sha256(b"".join(path.read_bytes() for path in SOURCES)).hexdigest()[:12]
     tag = f"torch-{torch.__version__}-{sys.implementation.cache_tag}-{digest}"
     return Path(base) / "neuralart" / "cpu-cache" / tag
 
@@ -75,15 +78,27 @@ def build(verbose: bool = False) -> Path:
     os.environ["PATH"] = os.pathsep.join([*where, os.environ.get("PATH", "")])
     load(
         name=NAME,
-        sources=[str(SOURCE)],
+        sources=[str(path) for path in SOURCES],
         build_directory=str(folder),
-        extra_cflags=["-O3"],
+        extra_cflags=["-O3", "-fopenmp"],  # torch's parallel_for runs on OpenMP
+        extra_ldflags=["-fopenmp"],
         verbose=verbose,
     )
     return _library()
 
 
+_loaded: list[ModuleType | None] = []  # the extension once loaded (or None), memoised
+_load_error = ""
+
+
 def _load() -> ModuleType | None:
+    """The built extension, loaded once per process; None where it is not built. Raises
+    ImportError or OSError where the file does not load (built for another torch)."""
+    global _load_error
+    if _loaded:
+        return _loaded[0]
+    if _load_error:
+        raise ImportError(_load_error)
     library = _library()
     if not library.is_file():
         return None
@@ -91,8 +106,22 @@ def _load() -> ModuleType | None:
     if spec is None or spec.loader is None:
         return None
     module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    try:
+        spec.loader.exec_module(module)
+    except (ImportError, OSError) as exc:
+        _load_error = str(exc) or type(exc).__name__
+        raise
+    _loaded.append(module)
     return module
+
+
+def native() -> ModuleType | None:
+    """The extension's functions where it is built and loads, the cache on or off (its
+    ``match_rows``: see :func:`neuralart.stats.distribution.matched`); else None."""
+    try:
+        return _load()
+    except (ImportError, OSError):
+        return None
 
 
 def switched_off() -> bool:

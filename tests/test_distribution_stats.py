@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from neuralart import cpucache
 from neuralart.config import StyleConfig
 from neuralart.errors import NeuralartError
 from neuralart.layers import LAYER_NAMES
@@ -18,6 +19,7 @@ from neuralart.stats.distribution import (
     GaussianW2,
     HistogramLoss,
     SlicedWasserstein,
+    matched,
     matrix_sqrt,
     quantiles,
     trace_sqrt,
@@ -130,6 +132,69 @@ def test_quantiles_interpolate_like_numpy():
         expected = np.stack([_quantile_np(row, count) for row in rows.numpy()])
         np.testing.assert_allclose(got, expected, rtol=1e-12)
     assert quantiles(rows, 7) is rows
+
+
+def _matched_reference(values: torch.Tensor, levels: torch.Tensor) -> torch.Tensor:
+    """Row by row in Python: positions ranked by (value, position), -0 equal to +0 and
+    NaN last, and rank j given level j of the row's levels."""
+    flat = values.reshape(-1, values.shape[-1]).tolist()
+    table = levels.tolist()
+    out = []
+    for r, row in enumerate(flat):
+        ranked = sorted(range(len(row)), key=lambda i: (row[i] != row[i], row[i], i))
+        placed = [0.0] * len(row)
+        for j, i in enumerate(ranked):
+            placed[i] = table[r % len(table)][j]
+        out.append(placed)
+    return torch.tensor(out, dtype=values.dtype).reshape(values.shape)
+
+
+def _awkward_rows(seed: int) -> torch.Tensor:
+    """(2, 3, 257) float32 rows with ties, ±0, ±inf, subnormals and NaN."""
+    generator = torch.Generator().manual_seed(seed)
+    values = torch.randn(2, 3, 257, generator=generator)
+    values[..., ::5] = torch.round(values[..., ::5])  # many ties, -0 among them
+    values[0, 0, :4] = torch.tensor([0.0, -0.0, float("inf"), float("-inf")])
+    values[0, 1, 7] = float("nan")
+    values[1, 2, :3] = torch.tensor([1e-42, -1e-42, 0.0])
+    return values
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_matched_ranks_rows_stably_with_or_without_the_extension(monkeypatch, seed):
+    """Histogram matching: each row's levels placed by the stable ranks of its values,
+    the same numbers from the native radix sort and from torch's sort, against a Python
+    reference."""
+    values = _awkward_rows(seed)
+    target = torch.randn(3, 100, generator=torch.Generator().manual_seed(9)).sort(-1).values
+    levels = quantiles(target, values.shape[-1])
+    expected = _matched_reference(values, levels)
+    native = matched(values, target)
+    monkeypatch.setattr(cpucache, "native", lambda: None)
+    plain = matched(values, target)
+    torch.testing.assert_close(plain, expected, rtol=0, atol=0)
+    torch.testing.assert_close(native, expected, rtol=0, atol=0)
+
+
+@pytest.mark.skipif(
+    cpucache.native() is None, reason="the native extension is not built (make install builds it)"
+)
+def test_native_match_rows_on_long_rows_and_bad_shapes():
+    """The radix sort itself on rows longer than its 8-bit digits separate in one pass,
+    and its one-line refusals."""
+    from neuralart import cpucache
+
+    module = cpucache.native()
+    generator = torch.Generator().manual_seed(3)
+    values = torch.randn(1, 4, 70_000, generator=generator) * 1e3
+    levels = torch.randn(4, 70_000, generator=generator).sort(-1).values
+    order = torch.sort(values, dim=-1, stable=True).indices
+    expected = torch.empty_like(values).scatter_(-1, order, levels.expand_as(values))
+    assert torch.equal(module.match_rows(values, levels), expected)
+    with pytest.raises(RuntimeError, match="float32"):
+        module.match_rows(values.double(), levels)
+    with pytest.raises(RuntimeError, match="repeat"):
+        module.match_rows(values, levels[:3])
 
 
 # ------------------------------------------------------------------------ sliced Wasserstein

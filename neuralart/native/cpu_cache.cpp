@@ -358,6 +358,9 @@ std::vector<int64_t> stats() {
 
 }  // namespace
 
+// neuralart/native/row_match.cpp, built into the same extension.
+at::Tensor match_rows(const at::Tensor& values, const at::Tensor& levels);
+
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("install", &install, "make the page heap torch's CPU allocator");
   m.def("installed", &installed, "whether the page heap is torch's CPU allocator");
@@ -365,4 +368,6 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("stats", &stats,
         "[bytes free and resident, hits, misses, bytes in use, most in use, bytes released, "
         "heap size]");
+  m.def("match_rows", &match_rows,
+        "each row's values replaced rank by rank with the levels' row (stable ranks)");
 }
