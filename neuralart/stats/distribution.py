@@ -88,8 +88,8 @@ def matched(values: Tensor, target: Tensor) -> Tensor:
     quantiles)², and so is its gradient wherever no two values of a row tie.
 
     Ranks come from a stable sort (ties in position order), on the CPU from the native
-    extension's radix sort where it is built (:func:`neuralart.cpucache.native`, four to
-    five times faster than torch's sort there); the numbers are the same either way."""
+    extension's radix sort where it is built (:func:`neuralart.cpucache.native`, three to
+    four times faster than torch's sort there); the numbers are the same either way."""
     import torch
 
     from neuralart import cpucache
