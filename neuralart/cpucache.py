@@ -21,11 +21,13 @@ heap still refaults a few per cent of its pages per iteration.
 
 It is a small C++ extension of torch, compiled once per torch version on a machine with
 a C++ compiler and ninja: ``python -m neuralart.cpucache build`` (``make install`` does
-it). The same extension carries the histogram matching of rows that the sorted
-statistics run on the CPU (``native/row_match.cpp``, :func:`native`), used whether the
-cache is on or not. Where it has not been built, or with ``NEURALART_CPU_CACHE=off``, torch's own
+it). Where it has not been built, or with ``NEURALART_CPU_CACHE=off``, torch's own
 allocator serves the CPU as before: the pictures are the same either way, only the
 seconds differ. ``python -m neuralart.cpucache status`` says which it is.
+
+The same extension carries the histogram matching of rows that the sorted statistics
+run on the CPU (``native/row_match.cpp``, :func:`native`), used whether the cache is on
+or off; without it torch's stable sort gives the same numbers.
 """
 
 from __future__ import annotations
